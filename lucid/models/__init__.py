@@ -1,0 +1,1 @@
+"""lucid.models (being written)."""
