@@ -7,7 +7,20 @@ code) the user's file and line.
 
 
 class LucidError(Exception):
-    """Base class of every error lucid raises on purpose."""
+    """Base class of every error lucid raises on purpose.
+
+    The message gets ` (at file:line)` of the innermost user frame (outside lucid) when
+    it does not carry a location yet, so a shape error inside a traced model points at the
+    model's own line."""
+
+    def __init__(self, *args):
+        if args and isinstance(args[0], str) and " (at " not in args[0]:
+            from ._source import user_location
+
+            loc = user_location()
+            if loc:
+                args = (f"{args[0]} (at {loc})",) + args[1:]
+        super().__init__(*args)
 
 
 class ShapeError(LucidError, ValueError):

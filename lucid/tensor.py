@@ -191,7 +191,7 @@ class Tensor:
     def is_leaf(self):
         return self._ctx is None
 
-    def backward(self, grad=None, retain_graph=False, create_graph=False):
+    def backward(self, grad=None, retain_graph=None, create_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf's `.grad` (see lucid.ir.autodiff)."""
         from .ir.autodiff import backward
 

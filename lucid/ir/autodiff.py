@@ -150,8 +150,13 @@ def _zeros_like(t):
     return Tensor._wrap(np.zeros(t.shape, dtype=t.dtype.np))
 
 
-def backward(t, grad=None, retain_graph=False, create_graph=False):
-    """`t.backward()`: accumulate gradients into the `.grad` of every leaf."""
+def backward(t, grad=None, retain_graph=None, create_graph=False):
+    """`t.backward()`: accumulate gradients into the `.grad` of every leaf.
+
+    The history is freed afterwards unless `retain_graph` (which defaults to
+    `create_graph`: gradients that are themselves differentiable still need it)."""
+    if retain_graph is None:
+        retain_graph = create_graph
     if not t.requires_grad:
         raise LucidError("backward() on a tensor that does not require grad "
                          "(no input requires grad, or it was computed under lucid.no_grad())")

@@ -18,11 +18,11 @@ An `OpDef` carries everything the rest of lucid needs to know about an op:
 `apply` is the only way an op runs: eager inputs get the numpy reference, tracers get a
 graph node, and either way the autodiff history is recorded the same way.
 """
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._source import user_location
 from ..autograd_mode import is_grad_enabled
 from ..errors import LucidError
 from ..ir.graph import Attrs
@@ -122,6 +122,7 @@ def defop(name, **kwargs):
     if name in OPS:
         raise ValueError(f"op {name!r} is defined twice")
     op = OpDef(name, **kwargs)
+    op.family = sys._getframe(1).f_globals.get("__name__", "").rsplit(".", 1)[-1]
     OPS[name] = op
     return op
 
@@ -133,17 +134,10 @@ def get_op(name):
         raise LucidError(f"unknown op {name!r}") from None
 
 
-def _with_location(err, op_name):
-    """Re-raise a shape/dtype error with the user's file:line attached (once)."""
+def _named(err, op_name):
+    """The same error with the op's name in front, where the shape rule left it out."""
     msg = str(err.args[0]) if err.args else ""
-    if " (at " not in msg:
-        loc = user_location()
-        if loc:
-            msg = f"{msg} (at {loc})"
-    if not msg.startswith(op_name):
-        msg = f"{op_name}: {msg}"
-    new = type(err)(msg)
-    return new
+    return err if msg.startswith(op_name) else type(err)(f"{op_name}: {msg}")
 
 
 def apply(op, *inputs, **attrs):
@@ -159,7 +153,7 @@ def apply(op, *inputs, **attrs):
     try:
         out_type = op.infer(*[t.type for t in tensors], **dict(bound))
     except LucidError as err:
-        raise _with_location(err, op.name) from None
+        raise _named(err, op.name) from None
 
     builder = None
     for t in tensors:
