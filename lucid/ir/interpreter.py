@@ -70,12 +70,11 @@ def interpret(graph, *inputs):
     """Run `graph` on numpy arrays or tensors; outputs come back as numpy arrays."""
     arrays = check_inputs(graph, inputs)
     outs = Interpreter(graph).run(*arrays)
+    outs = outs[:len(outs) - len(graph.meta.get("updates", ()))]  # param updates are not results
     spec = graph.meta.get("out_spec")
     if spec is None:
         return outs[0] if len(outs) == 1 else tuple(outs)
-    n = len(outs) - len(graph.meta.get("updates", ()))
-    result = unflatten(spec, outs[:n])
-    return result
+    return unflatten(spec, outs)
 
 
 class Retracer(Interpreter):

@@ -8,7 +8,9 @@
     }
 
 Inputs and params keep their names; other values are numbered in order. Every
-attribute is printed (defaults included), so the text is the whole node.
+attribute is printed (defaults included), so the text is the whole node. A graph that
+assigns params (optimiser steps, running statistics) ends with `update %name = %value`
+lines: those values are extra outputs, written back to the params by whoever runs it.
 """
 import math
 
@@ -32,7 +34,9 @@ def format_value(v):
     if isinstance(v, int):
         return str(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        escaped = (v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+                   .replace("\t", "\\t").replace("\r", "\\r"))
+        return f'"{escaped}"'
     if isinstance(v, tuple):
         inner = ", ".join(format_value(x) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
@@ -71,6 +75,10 @@ def format_graph(graph, locs=False):
         if locs and n.loc:
             line += f"  # {n.loc}"
         lines.append(line)
-    lines.append("  return " + ", ".join(f"%{names[o]}" for o in graph.outputs))
+    updates = graph.meta.get("updates", ())
+    results = graph.outputs[:len(graph.outputs) - len(updates)]
+    lines.append("  return " + ", ".join(f"%{names[o]}" for o in results))
+    for name, value in zip(updates, graph.outputs[len(results):]):
+        lines.append(f"  update %{name} = %{names[value]}")
     lines.append("}")
     return "\n".join(lines)

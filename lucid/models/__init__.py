@@ -1,1 +1,8 @@
-"""lucid.models (being written)."""
+"""lucid.models: the model registry (`@register_model`, `create_model`, `list_models`).
+
+Model families register their factories here when their modules are imported."""
+from .registry import (ModelRegistry, create_model, get_model, is_model, isolated_registry,
+                       list_models, register_model, unregister_model)
+
+__all__ = ["register_model", "unregister_model", "list_models", "create_model", "get_model",
+           "is_model", "isolated_registry", "ModelRegistry"]

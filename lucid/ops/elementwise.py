@@ -31,10 +31,12 @@ def _unary_samples(gen=R.rng_float, grad=True, **kw):
 
 # ---- unary -------------------------------------------------------------------
 
-def _unary(name, reference, vjp, gen=R.rng_float, floats_only=True, grad=True, doc="", **gen_kw):
+def _unary(name, reference, vjp, gen=R.rng_float, floats_only=True, grad=True, doc="", torch=None,
+           **gen_kw):
     infer = R.float_unary_type(name) if floats_only else R.unary_type
     return defop(name, infer=infer, reference=reference, vjp=vjp, fusion=ELEMENTWISE,
-                 samples=_unary_samples(gen, grad, **gen_kw), doc=doc)
+                 samples=_unary_samples(gen, grad, **gen_kw), doc=doc,
+                 torch=torch or (lambda torch, x: getattr(torch, name)(x)))
 
 
 def _sigmoid_ref(x):
@@ -47,7 +49,7 @@ _erf_vec = np.frompyfunc(math.erf, 1, 1)
 
 
 def _erf_ref(x):
-    return _erf_vec(x).astype(x.dtype)
+    return np.asarray(_erf_vec(x), dtype=x.dtype)  # frompyfunc gives a bare float for 0-d input
 
 
 def _num_neg_infer(t, **_):
@@ -57,10 +59,10 @@ def _num_neg_infer(t, **_):
 
 
 neg = defop("neg", infer=_num_neg_infer, reference=np.negative, vjp=lambda g, y, x: (-g,),
-            fusion=ELEMENTWISE, samples=_unary_samples())
+            fusion=ELEMENTWISE, samples=_unary_samples(), torch=lambda torch, x: torch.neg(x))
 abs = defop("abs", infer=_num_neg_infer, reference=np.abs, fusion=ELEMENTWISE,
             vjp=lambda g, y, x: (g * sign(x),),
-            samples=_unary_samples(R.rng_away_from, points=(0.0,)))
+            samples=_unary_samples(R.rng_away_from, points=(0.0,)), torch=lambda torch, x: torch.abs(x))
 exp = _unary("exp", np.exp, lambda g, y, x: (g * y,))
 log = _unary("log", np.log, lambda g, y, x: (g / x,), gen=R.rng_positive)
 sqrt = _unary("sqrt", np.sqrt, lambda g, y, x: (g / (y * 2.0),), gen=R.rng_positive)
@@ -92,7 +94,9 @@ def _bool_infer(name):
 
 logical_not = defop("logical_not", infer=_bool_infer("logical_not"), reference=np.logical_not,
                     fusion=ELEMENTWISE,
-                    samples=lambda rng: [Sample([rng.random((3, 4)) > 0.5], grad=False)])
+                    samples=lambda rng: [Sample([rng.random((3, 4)) > 0.5], grad=False),
+                                         Sample([np.array(True)], grad=False)],
+                    torch=lambda torch, x: torch.logical_not(x))
 
 
 def _cast_vjp(g, y, x, dtype):
@@ -104,7 +108,10 @@ _cast = defop("cast", infer=lambda t, dtype: TensorType(t.shape, dtype),
               vjp=_cast_vjp, fusion=ELEMENTWISE, attrs={"dtype": _dt.float32},
               samples=lambda rng: [Sample([R.rng_float(rng, (3, 4))], {"dtype": _dt.float32}),
                                    Sample([R.rng_float(rng, (3,)) * 5], {"dtype": _dt.int32}, grad=False),
-                                   Sample([rng.integers(-5, 5, (2, 3))], {"dtype": _dt.float64}, grad=False)])
+                                   Sample([rng.integers(-5, 5, (2, 3))], {"dtype": _dt.float64}, grad=False),
+                                   Sample([rng.integers(-1, 2, (4,))], {"dtype": _dt.bool_}, grad=False),
+                                   Sample([rng.random((2, 2)) > 0.5], {"dtype": _dt.float32}, grad=False)],
+              torch=lambda torch, x, dtype: x.to(getattr(torch, _dt.as_dtype(dtype).name)))
 
 
 def cast(x, dtype):
@@ -126,9 +133,9 @@ def _binary_samples(gen_a=R.rng_float, gen_b=R.rng_float, grad=True):
     return samples
 
 
-def _binary(name, reference, vjp, result_dtype=None, samples=None, kind=BROADCAST):
+def _binary(name, reference, vjp, torch, result_dtype=None, samples=None, kind=BROADCAST):
     return defop(name, infer=R.binary_type(name, result_dtype), reference=reference, vjp=vjp,
-                 fusion=kind, samples=samples or _binary_samples())
+                 fusion=kind, samples=samples or _binary_samples(), torch=torch)
 
 
 def _pow_vjp(g, y, a, b):
@@ -152,20 +159,25 @@ def _minmax_vjp(first_wins):
     return vjp
 
 
-_add = _binary("add", np.add, lambda g, y, a, b: (g, g))
-_sub = _binary("sub", np.subtract, lambda g, y, a, b: (g, -g))
+def _torch_fn(name):
+    return lambda torch, *xs: getattr(torch, name)(*xs)
+
+
+_add = _binary("add", np.add, lambda g, y, a, b: (g, g), _torch_fn("add"))
+_sub = _binary("sub", np.subtract, lambda g, y, a, b: (g, -g), _torch_fn("sub"))
 _mul = _binary("mul", np.multiply, lambda g, y, a, b: (g * b if a.requires_grad else None,
-                                                       g * a if b.requires_grad else None))
+                                                       g * a if b.requires_grad else None),
+               _torch_fn("mul"))
 _div = _binary("div", np.divide, lambda g, y, a, b: (g / b if a.requires_grad else None,
                                                      -(g * y / b) if b.requires_grad else None),
-               samples=_binary_samples(R.rng_float, R.rng_positive))
-_pow = _binary("pow", np.power, _pow_vjp, samples=_binary_samples(R.rng_positive, R.rng_float))
-_maximum = _binary("maximum", np.maximum, _minmax_vjp(True))
-_minimum = _binary("minimum", np.minimum, _minmax_vjp(False))
+               _torch_fn("div"), samples=_binary_samples(R.rng_float, R.rng_positive))
+_pow = _binary("pow", np.power, _pow_vjp, _torch_fn("pow"), samples=_binary_samples(R.rng_positive, R.rng_float))
+_maximum = _binary("maximum", np.maximum, _minmax_vjp(True), _torch_fn("maximum"))
+_minimum = _binary("minimum", np.minimum, _minmax_vjp(False), _torch_fn("minimum"))
 
 
 def _cmp(name, fn):
-    return _binary(name, fn, None, result_dtype=_dt.bool_,
+    return _binary(name, fn, None, _torch_fn(name), result_dtype=_dt.bool_,
                    samples=lambda rng: [Sample([rng.integers(0, 3, sa).astype(float),
                                                 rng.integers(0, 3, sb).astype(float)], grad=False)
                                         for sa, sb in _BINARY_SHAPES])
@@ -183,7 +195,7 @@ def _logical(name, fn):
                 raise DTypeError(f"{name}: needs bool inputs, got {a.dtype} and {b.dtype}")
         return TensorType(R.broadcast_shapes(name, a.shape, b.shape), _dt.bool_)
 
-    return defop(name, infer=infer, reference=fn, fusion=BROADCAST,
+    return defop(name, infer=infer, reference=fn, fusion=BROADCAST, torch=_torch_fn(name),
                  samples=lambda rng: [Sample([rng.random(sa) > 0.5, rng.random(sb) > 0.5], grad=False)
                                       for sa, sb in _BINARY_SHAPES])
 
@@ -205,11 +217,15 @@ def _where_vjp(g, y, c, a, b):
 
 
 _where = defop("where", infer=_where_infer, reference=np.where, vjp=_where_vjp, fusion=BROADCAST,
-               nondiff=(0,),
+               nondiff=(0,), torch=_torch_fn("where"),
                samples=lambda rng: [Sample([rng.random((3, 4)) > 0.5, R.rng_float(rng, (3, 4)),
                                             R.rng_float(rng, (3, 4))]),
                                     Sample([rng.random((3, 1)) > 0.5, R.rng_float(rng, (4,)),
-                                            R.rng_float(rng, (3, 4))])])
+                                            R.rng_float(rng, (3, 4))]),
+                                    Sample([rng.random((3, 4)) > 0.5, R.rng_float(rng, (3, 1)),
+                                            R.rng_float(rng, (1, 4))]),
+                                    Sample([rng.random((2, 3)) > 0.5, R.rng_float(rng, ()),
+                                            R.rng_float(rng, (3,))])])
 
 
 # ---- public functions (Python numbers and arrays accepted, dtypes promoted) -------
@@ -292,16 +308,20 @@ clamp = clip
 
 
 def floor_divide(a, b):
-    return floor(div(a, b)) if not (isinstance(a, Tensor) and not a.dtype.is_float) else \
-        cast(floor(div(a, b)), R.to_tensor_pair(a, b)[0].dtype)
+    """numpy's floor division: integer operands give integers of their dtype.
+
+    Integers divide in float64, whose correctly rounded quotient never crosses an integer
+    for |a| < 2**53 (the default float32 would be wrong from 2**24 on)."""
+    a, b = R.to_tensor_pair(a, b)
+    if a.dtype.is_float:
+        return floor(_div(a, b))
+    return cast(floor(_div(cast(a, _dt.float64), cast(b, _dt.float64))), a.dtype)
 
 
 def mod(a, b):
+    """numpy's modulo: the remainder takes the sign of `b`."""
     a, b = R.to_tensor_pair(a, b)
-    q = floor(div(a, b))
-    if not a.dtype.is_float:
-        q = cast(q, a.dtype)
-    return a - q * b
+    return a - floor_divide(a, b) * b
 
 
 def isnan(x):
@@ -314,8 +334,17 @@ def logical_xor(a, b):
 
 # ---- Tensor operators and methods ---------------------------------------------
 
+_OPERANDS = (Tensor, np.ndarray, np.generic, int, float, bool, list, tuple)
+
+
+def _operator(fn):
+    # Anything else (None, strings, ...) is not an operand: Python then falls back to its
+    # default (`t == None` is False, `t + "a"` a TypeError) instead of a lucid error.
+    return lambda self, other: fn(self, other) if isinstance(other, _OPERANDS) else NotImplemented
+
+
 def _reflect(fn):
-    return lambda self, other: fn(other, self)
+    return lambda self, other: fn(other, self) if isinstance(other, _OPERANDS) else NotImplemented
 
 
 for _name, _fn in [("__add__", add), ("__sub__", sub), ("__mul__", mul), ("__truediv__", div),
@@ -323,10 +352,10 @@ for _name, _fn in [("__add__", add), ("__sub__", sub), ("__mul__", mul), ("__tru
                    ("__eq__", equal), ("__ne__", not_equal), ("__lt__", less), ("__le__", less_equal),
                    ("__gt__", greater), ("__ge__", greater_equal), ("__and__", logical_and),
                    ("__or__", logical_or), ("__xor__", logical_xor)]:
-    setattr(Tensor, _name, _fn)
+    setattr(Tensor, _name, _operator(_fn))
 for _name, _fn in [("__radd__", add), ("__rsub__", sub), ("__rmul__", mul), ("__rtruediv__", div),
                    ("__rpow__", power), ("__rfloordiv__", floor_divide), ("__rmod__", mod),
-                   ("__rand__", logical_and), ("__ror__", logical_or)]:
+                   ("__rand__", logical_and), ("__ror__", logical_or), ("__rxor__", logical_xor)]:
     setattr(Tensor, _name, _reflect(_fn))
 Tensor.__neg__ = lambda self: neg(self)
 Tensor.__abs__ = lambda self: abs(self)

@@ -13,7 +13,11 @@ def _matmul_infer(a, b):
     if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
         raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} are not aligned "
                          f"(inner dimensions {a.shape[-1:]} and {b.shape[-2:-1]})")
-    batch = R.broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
+    try:
+        batch = R.broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
+    except ShapeError:
+        raise ShapeError(f"matmul: the batch dimensions of shapes {a.shape} and {b.shape} "
+                         f"cannot be broadcast together") from None
     return TensorType(batch + (a.shape[-2], b.shape[-1]), d)
 
 
@@ -26,9 +30,12 @@ def _matmul_vjp(g, y, a, b):
 
 
 _matmul = defop("matmul", infer=_matmul_infer, reference=np.matmul, vjp=_matmul_vjp, fusion=OPAQUE,
+                torch=lambda torch, a, b: torch.matmul(a, b),
                 samples=lambda rng: [Sample([R.rng_float(rng, (3, 4)), R.rng_float(rng, (4, 5))]),
                                      Sample([R.rng_float(rng, (2, 3, 4)), R.rng_float(rng, (4, 2))]),
-                                     Sample([R.rng_float(rng, (2, 1, 3, 4)), R.rng_float(rng, (3, 4, 2))])])
+                                     Sample([R.rng_float(rng, (3, 4)), R.rng_float(rng, (2, 4, 2))]),
+                                     Sample([R.rng_float(rng, (2, 1, 3, 4)), R.rng_float(rng, (3, 4, 2))]),
+                                     Sample([R.rng_float(rng, (1, 3)), R.rng_float(rng, (3, 1))])])
 
 
 def matmul(a, b):

@@ -104,7 +104,8 @@ def _reduce_samples(rng):
     return [Sample([x], {"axes": (1,), "keepdims": False}),
             Sample([x], {"axes": (0, 2), "keepdims": True}),
             Sample([x], {"axes": (0, 1, 2), "keepdims": False}),
-            Sample([R.rng_float(rng, ())], {"axes": (), "keepdims": False})]
+            Sample([R.rng_float(rng, ())], {"axes": (), "keepdims": False}),
+            Sample([R.rng_float(rng, (2, 3))], {"axes": (), "keepdims": True})]  # reduces nothing
 
 
 def _distinct_samples(rng):
@@ -117,19 +118,43 @@ def _distinct_samples(rng):
     return out
 
 
+def _prod_samples(rng):
+    # Zeros (one, and two in one reduced group) exercise the division-free gradient.
+    x = R.rng_float(rng, (3, 4))
+    x[0, 1] = 0.0
+    x[2, 0] = x[2, 3] = 0.0
+    return _reduce_samples(rng) + [Sample([x], {"axes": (1,), "keepdims": False}),
+                                   Sample([x], {"axes": (0, 1), "keepdims": True})]
+
+
+def _torch_reduce(name):
+    # Our `axes=()` reduces nothing, while torch reads an empty `dim` as "all axes".
+    def oracle(torch, x, axes, keepdims):
+        return getattr(torch, name)(x, dim=axes, keepdim=keepdims) if axes else x.clone()
+
+    return oracle
+
+
+def _torch_prod(torch, x, axes, keepdims):
+    # torch.prod takes one dim at a time; descending order keeps the others' indices valid.
+    for a in sorted(axes, reverse=True):
+        x = torch.prod(x, dim=a, keepdim=keepdims)
+    return x if axes else x.clone()
+
+
 _REDUCE_ATTRS = {"axes": (), "keepdims": False}
 _sum = defop("sum", infer=_reduce_infer("sum"), vjp=_sum_vjp, fusion=REDUCE, attrs=_REDUCE_ATTRS,
              reference=lambda x, axes, keepdims: np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype),
-             samples=_reduce_samples)
+             samples=_reduce_samples, torch=_torch_reduce("sum"))
 _max = defop("max", infer=_reduce_infer("max"), vjp=_extreme_vjp, fusion=REDUCE, attrs=_REDUCE_ATTRS,
              reference=lambda x, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
-             samples=_distinct_samples)
+             samples=_distinct_samples, torch=_torch_reduce("amax"))
 _min = defop("min", infer=_reduce_infer("min"), vjp=_extreme_vjp, fusion=REDUCE, attrs=_REDUCE_ATTRS,
              reference=lambda x, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims),
-             samples=_distinct_samples)
+             samples=_distinct_samples, torch=_torch_reduce("amin"))
 _prod = defop("prod", infer=_reduce_infer("prod"), vjp=_prod_vjp, fusion=REDUCE, attrs=_REDUCE_ATTRS,
               reference=lambda x, axes, keepdims: np.prod(x, axis=axes, keepdims=keepdims, dtype=x.dtype),
-              samples=_reduce_samples)
+              samples=_prod_samples, torch=_torch_prod)
 
 
 def _arg_infer(name):
@@ -149,10 +174,12 @@ def _arg_samples(rng):
 
 _argmax = defop("argmax", infer=_arg_infer("argmax"), fusion=REDUCE, attrs={"axis": 0, "keepdims": False},
                 reference=lambda x, axis, keepdims: np.argmax(x, axis=axis, keepdims=keepdims),
-                samples=_arg_samples)
+                samples=_arg_samples,
+                torch=lambda torch, x, axis, keepdims: torch.argmax(x, dim=axis, keepdim=keepdims))
 _argmin = defop("argmin", infer=_arg_infer("argmin"), fusion=REDUCE, attrs={"axis": 0, "keepdims": False},
                 reference=lambda x, axis, keepdims: np.argmin(x, axis=axis, keepdims=keepdims),
-                samples=_arg_samples)
+                samples=_arg_samples,
+                torch=lambda torch, x, axis, keepdims: torch.argmin(x, dim=axis, keepdim=keepdims))
 
 
 def _cumsum_infer(t, axis):
@@ -164,13 +191,18 @@ def _cumsum_infer(t, axis):
 def _cumsum_vjp(g, y, x, axis):
     from .shape import flip
 
+    if x.ndim == 0:  # the cumulative sum of a 0-d tensor is itself
+        return (g,)
     return (flip(_cumsum(flip(g, axis=axis), axis=axis), axis=axis),)
 
 
 _cumsum = defop("cumsum", infer=_cumsum_infer, vjp=_cumsum_vjp, fusion=OPAQUE, attrs={"axis": 0},
                 reference=lambda x, axis: np.cumsum(x, axis=axis, dtype=x.dtype) if x.ndim else x.copy(),
                 samples=lambda rng: [Sample([R.rng_float(rng, (3, 4))], {"axis": 1}),
-                                     Sample([R.rng_float(rng, (3, 4))], {"axis": 0})])
+                                     Sample([R.rng_float(rng, (3, 4))], {"axis": 0}),
+                                     Sample([R.rng_float(rng, (2, 3, 4))], {"axis": 2}),
+                                     Sample([R.rng_float(rng, ())], {"axis": 0})],
+                torch=lambda torch, x, axis: torch.cumsum(x, dim=axis))
 
 
 # ---- public functions -------------------------------------------------------------
@@ -252,8 +284,11 @@ def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))) computed stably (the max is subtracted first)."""
     from .elementwise import exp, log
 
+    from .elementwise import abs, where
+
     x = _as_t(x)
     m = max(x, axis, keepdims=True).detach()
+    m = where(abs(m) < float("inf"), m, 0.0)  # all -inf (a fully masked row) gives -inf, not nan
     out = log(sum(exp(x - m), axis, keepdims=True)) + m
     if not keepdims:
         from .shape import reshape

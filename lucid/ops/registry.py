@@ -26,6 +26,7 @@ import numpy as np
 from ..autograd_mode import is_grad_enabled
 from ..errors import LucidError
 from ..ir.graph import Attrs
+from ..ir.trace import _active as _active_traces
 from ..tensor import Tensor
 
 ELEMENTWISE = "elementwise"  # same shape in and out, one element from one element
@@ -162,6 +163,12 @@ def apply(op, *inputs, **attrs):
                 builder = builder.common(t._builder)
             else:
                 builder = t._builder
+    if builder is None and _active_traces:
+        # Named tensors (a traced module's parameters and buffers) stay symbolic: their
+        # ops go into the graph, where autodiff and the compiler can see them.
+        innermost = _active_traces[-1]
+        if any(id(t) in innermost.param_names for t in tensors):
+            builder = innermost
     if builder is not None:
         out = builder.emit(op, tensors, bound, out_type)
     else:

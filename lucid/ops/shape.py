@@ -25,6 +25,7 @@ def _reshape_infer(t, shape):
 _reshape = defop("reshape", infer=_reshape_infer, fusion=INJECTIVE, attrs={"shape": REQUIRED},
                  reference=lambda x, shape: np.reshape(x, shape),
                  vjp=lambda g, y, x, shape: (_reshape(g, shape=tuple(x.shape)),),
+                 torch=lambda torch, x, shape: torch.reshape(x, shape),
                  samples=lambda rng: [Sample([R.rng_float(rng, (2, 3, 4))], {"shape": (6, 4)}),
                                       Sample([R.rng_float(rng, (6,))], {"shape": (1, 2, 3)}),
                                       Sample([R.rng_float(rng, ())], {"shape": (1, 1)})])
@@ -59,6 +60,7 @@ def _transpose_infer(t, perm):
 _transpose = defop("transpose", infer=_transpose_infer, fusion=INJECTIVE, attrs={"perm": REQUIRED},
                    reference=lambda x, perm: np.transpose(x, perm),
                    vjp=lambda g, y, x, perm: (_transpose(g, perm=tuple(int(i) for i in np.argsort(perm))),),
+                   torch=lambda torch, x, perm: torch.permute(x, perm),
                    samples=lambda rng: [Sample([R.rng_float(rng, (2, 3, 4))], {"perm": (2, 0, 1)}),
                                         Sample([R.rng_float(rng, (3, 4))], {"perm": (1, 0)})])
 
@@ -103,8 +105,10 @@ def _broadcast_vjp(g, y, x, shape):
 
 _broadcast_to = defop("broadcast_to", infer=_broadcast_infer, fusion=INJECTIVE, attrs={"shape": REQUIRED},
                       reference=lambda x, shape: np.broadcast_to(x, shape).copy(), vjp=_broadcast_vjp,
+                      torch=lambda torch, x, shape: torch.broadcast_to(x, shape),
                       samples=lambda rng: [Sample([R.rng_float(rng, (3, 1))], {"shape": (2, 3, 4)}),
-                                           Sample([R.rng_float(rng, ())], {"shape": (2, 2)})])
+                                           Sample([R.rng_float(rng, ())], {"shape": (2, 2)}),
+                                           Sample([R.rng_float(rng, (4,))], {"shape": (3, 4)})])
 
 
 def broadcast_to(x, shape):
@@ -115,18 +119,42 @@ def broadcast_to(x, shape):
 
 # ---- slice and its adjoint ---------------------------------------------------------------
 
+# The attributes (begin, end, step) of an axis mean Python's `range(begin, end, step)` of
+# indices, never negative-index wrap-around: a reversed range down to index 0 ends at -1.
+
 def _py_slice(b, e, s):
-    return slice(b, None if e < 0 else e, s)
+    """The basic Python slice selecting exactly the indices `range(b, e, s)`."""
+    r = range(b, e, s)
+    if not r:
+        return slice(0, 0)
+    stop = r[-1] + (1 if s > 0 else -1)
+    return slice(r[0], None if stop < 0 else stop, s)
 
 
 def _slice_len(b, e, s):
     return len(range(b, e, s))
 
 
+def _check_slice(name, shape, begin, end, step):
+    if not len(begin) == len(end) == len(step) == len(shape):
+        raise ShapeError(f"{name}: needs begin/end/step for each of the {len(shape)} axes of {tuple(shape)}")
+    for n, b, e, s in zip(shape, begin, end, step):
+        r = range(b, e, s) if s else None
+        if r is None or (r and not (0 <= r[0] < n and 0 <= r[-1] < n)):
+            raise ShapeError(f"{name}: begin/end/step {(b, e, s)} do not select indices of an axis of "
+                             f"length {n} in shape {tuple(shape)}")
+
+
 def _slice_infer(t, begin, end, step):
-    if not len(begin) == len(end) == len(step) == t.ndim:
-        raise ShapeError(f"slice: needs begin/end/step for each of the {t.ndim} axes of {t.shape}")
+    _check_slice("slice", t.shape, begin, end, step)
     return TensorType(tuple(_slice_len(b, e, s) for b, e, s in zip(begin, end, step)), t.dtype)
+
+
+def _torch_index(torch, begin, end, step):
+    """Broadcasting index tensors for `x[...]` (torch slicing has no negative steps)."""
+    n = len(begin)
+    return tuple(torch.arange(b, e, s).reshape((-1,) + (1,) * (n - 1 - i))
+                 for i, (b, e, s) in enumerate(zip(begin, end, step)))
 
 
 def _slice_ref(x, begin, end, step):
@@ -140,11 +168,16 @@ def _slice_vjp(g, y, x, begin, end, step):
 _SLICE_ATTRS = {"begin": REQUIRED, "end": REQUIRED, "step": REQUIRED}
 _slice = defop("slice", infer=_slice_infer, reference=_slice_ref, vjp=_slice_vjp, fusion=INJECTIVE,
                attrs=_SLICE_ATTRS,
+               torch=lambda torch, x, begin, end, step: x[_torch_index(torch, begin, end, step)],
                samples=lambda rng: [Sample([R.rng_float(rng, (4, 6))], {"begin": (1, 0), "end": (3, 6), "step": (1, 2)}),
-                                    Sample([R.rng_float(rng, (5,))], {"begin": (4,), "end": (-1,), "step": (-2,)})])
+                                    Sample([R.rng_float(rng, (5,))], {"begin": (4,), "end": (-1,), "step": (-2,)}),
+                                    Sample([R.rng_float(rng, (3, 4, 2))],
+                                           {"begin": (2, 1, 0), "end": (-1, 4, 2), "step": (-1, 2, 1)}),
+                                    Sample([R.rng_float(rng, (4,))], {"begin": (-1,), "end": (-1,), "step": (-1,)})])
 
 
 def _slice_scatter_infer(g, shape, begin, end, step):
+    _check_slice("slice_scatter", shape, begin, end, step)
     expect = tuple(_slice_len(b, e, s) for b, e, s in zip(begin, end, step))
     if tuple(g.shape) != expect:
         raise ShapeError(f"slice_scatter: a slice of {tuple(shape)} has shape {expect}, got {g.shape}")
@@ -162,8 +195,12 @@ _slice_scatter = defop(
     attrs={"shape": REQUIRED, **_SLICE_ATTRS},
     vjp=lambda g, y, x, shape, begin, end, step: (_slice(g, begin=begin, end=end, step=step),),
     doc="zeros of `shape` with a slice set to the input: the adjoint of `slice`",
+    torch=lambda torch, g, shape, begin, end, step: torch.zeros(shape, dtype=g.dtype).index_put(
+        _torch_index(torch, begin, end, step), g),
     samples=lambda rng: [Sample([R.rng_float(rng, (2, 3))],
-                                {"shape": (4, 6), "begin": (1, 0), "end": (3, 6), "step": (1, 2)})])
+                                {"shape": (4, 6), "begin": (1, 0), "end": (3, 6), "step": (1, 2)}),
+                         Sample([R.rng_float(rng, (2, 2))],
+                                {"shape": (3, 5), "begin": (2, 3), "end": (-1, 0), "step": (-2, -2)})])
 
 
 def slice_axis(x, axis, start=None, stop=None, step=1):
@@ -220,6 +257,7 @@ def _concat_vjp(g, y, *xs, axis):
 
 _concatenate = defop("concatenate", infer=_concat_infer, fusion=INJECTIVE, attrs={"axis": 0}, variadic=True,
                      reference=lambda *xs, axis: np.concatenate(xs, axis=axis), vjp=_concat_vjp,
+                     torch=lambda torch, *xs, axis: torch.cat(xs, dim=axis),
                      samples=lambda rng: [Sample([R.rng_float(rng, (2, 3)), R.rng_float(rng, (4, 3))], {"axis": 0}),
                                           Sample([R.rng_float(rng, (2, 1)), R.rng_float(rng, (2, 2)),
                                                   R.rng_float(rng, (2, 3))], {"axis": 1})])
@@ -296,7 +334,8 @@ def _pad_vjp(g, y, x, pad_width, value):
 
 _pad = defop("pad", infer=_pad_infer, fusion=INJECTIVE, attrs={"pad_width": REQUIRED, "value": 0.0},
              reference=lambda x, pad_width, value: np.pad(x, pad_width, constant_values=value),
-             vjp=_pad_vjp,
+             vjp=_pad_vjp, torch=lambda torch, x, pad_width, value: torch.nn.functional.pad(
+                 x, [p for pair in reversed(pad_width) for p in pair], value=value),
              samples=lambda rng: [Sample([R.rng_float(rng, (2, 3))], {"pad_width": ((1, 0), (2, 1)), "value": 0.0}),
                                   Sample([R.rng_float(rng, (2, 2, 2))],
                                          {"pad_width": ((0, 0), (1, 1), (0, 2)), "value": -1.5})])
@@ -320,6 +359,7 @@ def _flip_infer(t, axes):
 _flip = defop("flip", infer=_flip_infer, fusion=INJECTIVE, attrs={"axes": REQUIRED},
               reference=lambda x, axes: np.flip(x, axes).copy(),
               vjp=lambda g, y, x, axes: (_flip(g, axes=axes),),
+              torch=lambda torch, x, axes: torch.flip(x, dims=axes),
               samples=lambda rng: [Sample([R.rng_float(rng, (3, 4))], {"axes": (1,)}),
                                    Sample([R.rng_float(rng, (2, 3, 2))], {"axes": (0, 2)})])
 

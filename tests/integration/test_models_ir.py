@@ -58,3 +58,7 @@ def test_training_mode_batch_norm_records_running_stat_updates():
     model.train()
     g = lucid.trace(model, lucid.random.randn(2, 1, 12, 12))
     assert set(g.meta["updates"]) >= {"bn1.running_mean", "bn1.running_var", "bn2.running_mean"}
+    text = str(g)
+    assert "  update %bn1.running_mean = %" in text
+    parsed = lucid.ir.parse(text, params=g.params)
+    assert parsed == g and parsed.meta["updates"] == g.meta["updates"]
