@@ -64,10 +64,16 @@ DEFAULT_FLOAT = float32
 DEFAULT_INT = int64
 
 
+_BY_NP = {d.np: d for d in ALL}
+
+
 def as_dtype(x):
     """Turn a lucid dtype, a numpy dtype/type or a name into a lucid DType."""
     if isinstance(x, DType):
         return x
+    hit = _BY_NP.get(x) if isinstance(x, np.dtype) else None
+    if hit is not None:
+        return hit
     if isinstance(x, str) and x in _BY_NAME:
         return _BY_NAME[x]
     if x is float:

@@ -8,12 +8,18 @@ their attributes. Nodes never change: a pass builds new nodes and a new `Graph`.
 Every op has exactly one output. Ops that conceptually return several things are split
 into several ops (`sort` is `argsort` then `gather`), which keeps the IR, the
 interpreter, autodiff and codegen free of tuple plumbing.
+
+A graph may hold functions (`graph.functions`, name -> Graph without params) that `call`
+nodes run: the fusion pass moves each fusion group into one, so every kernel the code
+generator will emit is a function you can read in the text form (as XLA's fusion
+computations and TVM's primitive functions are).
 """
 from dataclasses import dataclass, field
 
 from .types import TensorType
 
 SOURCE_OPS = ("input", "param", "constant")
+CALL = "call"  # `%5 = call(%a, %b) {callee="fused_3"}` runs the function graph.functions["fused_3"]
 
 
 class Attrs(tuple):
@@ -88,6 +94,7 @@ class Graph:
     outputs: list
     params: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    functions: dict = field(default_factory=dict)
 
     @property
     def param_nodes(self):

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import DTypeError, ShapeError
 from ..ops.registry import apply, get_op
 from ..tensor import Tensor
+from .graph import CALL
 from .trace import GraphBuilder, unflatten
 
 
@@ -46,6 +47,8 @@ class Interpreter:
         return np.asarray(node.attrs["value"], dtype=node.type.dtype.np)
 
     def run_node(self, node, args):
+        if node.op == CALL:
+            return type(self)(self.graph.functions[node.attrs["callee"]]).run(*args)[0]
         op = get_op(node.op)
         out = np.asarray(op.reference(*args, **dict(node.attrs)))
         if out.dtype != node.type.dtype.np:

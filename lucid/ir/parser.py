@@ -23,7 +23,7 @@ import numpy as np
 
 from ..dtypes import ALL as _ALL_DTYPES
 from ..errors import LucidError
-from .graph import Attrs, Graph, Node
+from .graph import CALL, Attrs, Graph, Node
 from .types import TensorType
 from .verify import VerifyError, verify
 
@@ -197,8 +197,21 @@ class _Parser:
                 self.skip_blank()
         self.expect("}", "'}' closing the graph")
         self.skip_blank()
-        self.expect("eof", "nothing after the graph's closing '}'")
         return Graph(name, inputs, nodes, outputs, meta={"updates": updates} if updates else {})
+
+    def module(self):
+        """Function graphs, then the main graph (the last one), which may call them."""
+        functions = {}
+        while True:
+            self.env, self.defined_at = {}, {}
+            start = self.peek()
+            graph = self.graph()
+            if graph.name in functions:
+                raise self.error(start, f"graph {graph.name} is defined twice")
+            if self.peek().kind == "eof":
+                graph.functions = functions
+                return graph
+            functions[graph.name] = graph
 
     def statement(self):
         tok = self.next()
@@ -260,6 +273,8 @@ class _Parser:
 
         if op_tok.text == "constant":
             return {"value": REQUIRED}
+        if op_tok.text == CALL:
+            return {"callee": REQUIRED}
         try:
             return get_op(op_tok.text).attr_schema
         except LucidError as err:
@@ -387,7 +402,7 @@ def parse(text, params=None):
     if not isinstance(text, str):
         raise ParseError(f"parse: expected the graph's text as a str, got {type(text).__name__}")
     p = _Parser(text)
-    graph = p.graph()
+    graph = p.module()
     names = {n.name for n in graph.param_nodes}
     extra = sorted(set(params or {}) - names)
     if extra:

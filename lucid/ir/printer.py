@@ -60,6 +60,12 @@ def value_names(graph):
 
 
 def format_graph(graph, locs=False):
+    parts = [_format_one(f, locs) for f in graph.functions.values()]
+    parts.append(_format_one(graph, locs))
+    return "\n\n".join(parts)
+
+
+def _format_one(graph, locs):
     names = value_names(graph)
     args = ", ".join(f"%{names[n]}: {n.type}" for n in graph.inputs)
     lines = [f"graph {graph.name}({args}) {{"]

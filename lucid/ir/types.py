@@ -10,8 +10,11 @@ class TensorType:
     dtype: DType
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "dtype", as_dtype(self.dtype))
+        shape = self.shape
+        if type(shape) is not tuple or not all(type(s) is int for s in shape):
+            object.__setattr__(self, "shape", tuple(int(s) for s in shape))
+        if not isinstance(self.dtype, DType):
+            object.__setattr__(self, "dtype", as_dtype(self.dtype))
 
     @property
     def ndim(self):

@@ -21,7 +21,7 @@ import re
 import numpy as np
 
 from ..errors import LucidError
-from .graph import Attrs, Graph, Node
+from .graph import CALL, Attrs, Graph, Node
 from .printer import format_value, value_names
 from .types import TensorType
 
@@ -45,6 +45,11 @@ def verify(graph):
     if not isinstance(gname, str) or not GRAPH_NAME.match(gname):
         raise VerifyError(f"verify: graph name {gname!r} has no text form "
                           "(use letters, digits, '_' and '.', not starting with a digit)")
+    for fname, fn in graph.functions.items():
+        if fn.functions or fn.param_nodes or fn.meta.get("updates") or fn.name != fname or len(fn.outputs) != 1:
+            raise VerifyError(f"verify: graph {gname}: function {fname} must be named {fname}, have one "
+                              "output, and hold no params, updates or functions of its own")
+        verify(fn)
     _check_node_list(graph)
     names = value_names(graph)
     _check_names(graph, names)
@@ -148,8 +153,28 @@ def _check_node(graph, node, where):
             _check_param_value(node, graph.params[node.name], where)
     elif node.op == "constant":
         _check_constant(node, where)
+    elif node.op == CALL:
+        _check_call(graph, node, where)
     else:
         _check_op(node, where)
+
+
+def _check_call(graph, node, where):
+    keys = [k for k, _ in node.attrs]
+    if keys != ["callee"]:
+        raise VerifyError(f"{where(node)}: a call has exactly one attribute, callee; got {keys}", node=node)
+    fn = graph.functions.get(node.attrs["callee"])
+    if fn is None:
+        raise VerifyError(f"{where(node)}: calls {node.attrs['callee']!r}, which is not a function of "
+                          f"graph {graph.name}", node=node)
+    want = [i.type for i in fn.inputs]
+    got = [i.type for i in node.inputs]
+    if want != got:
+        raise VerifyError(f"{where(node)}: {fn.name} takes ({', '.join(map(str, want))}), "
+                          f"got ({', '.join(map(str, got))})", node=node)
+    if fn.outputs[0].type != node.type:
+        raise VerifyError(f"{where(node)}: {fn.name} returns {fn.outputs[0].type}, the call says {node.type}",
+                          node=node)
 
 
 def _check_param_value(node, value, where):

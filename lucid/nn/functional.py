@@ -20,7 +20,7 @@ from ..errors import DTypeError, LucidError, ShapeError
 from ..ops import nn as _nn
 from ..ops.elementwise import (abs as _abs, cast, erf, exp, log, maximum, minimum, relu as _relu,
                                sigmoid as _sigmoid, sqrt, tanh as _tanh, where)
-from ..ops.indexing import take
+from ..ops.indexing import one_hot, take  # noqa: F401  (one_hot: torch's F.one_hot)
 from ..ops.linalg import matmul
 from ..ops.reduce import max as _max, mean, sum as _sum
 from ..ops.shape import pad as _pad, reshape, squeeze, transpose, unsqueeze
@@ -30,7 +30,7 @@ __all__ = [
     "linear", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "interpolate", "pad", "relu", "leaky_relu", "gelu", "silu", "sigmoid", "tanh", "softplus",
     "logsigmoid", "softmax", "log_softmax", "dropout", "batch_norm", "layer_norm", "group_norm",
-    "embedding", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
+    "embedding", "one_hot", "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits",
 ]
 

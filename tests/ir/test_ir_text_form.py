@@ -352,7 +352,8 @@ def test_bad_token_gives_line_and_column():
     (HEADER + "  return %x %y\n}", 2, "%y", "',' or the end of the line"),
     (HEADER + "  neg(%x)\n}", 2, "neg", "expected a definition"),
     (HEADER + "  return %x\n", 3, "", "'}' closing the graph"),
-    (HEADER + "  return %x\n}\ngraph g() {", 4, "graph", "nothing after the graph"),
+    (HEADER + "  return %x\n}\ngraph g() {", 4, "", "or 'return', got the end of the text"),
+    (HEADER + "  return %x\n}\nextra", 4, "extra", "'graph' at the start"),
     ("grph f() {\n}", 1, "grph", "'graph' at the start"),
     ("graph f(%x f32[2]) {\n  return %x\n}", 1, "f32", "':' and the type of input %x"),
 ])
