@@ -36,8 +36,8 @@ def _to_array(data, dtype=None):
         data = data._eager_data("lucid.tensor(tensor)")
     if dtype is not None:
         dtype = _dt.as_dtype(dtype)
-    if isinstance(data, np.ndarray):
-        arr = data
+    if isinstance(data, (np.ndarray, np.generic)):  # numpy arrays and scalars keep their dtype
+        arr = np.asarray(data)
         if dtype is None:
             dtype = _dt.as_dtype(arr.dtype)
     else:

@@ -10,11 +10,14 @@ PyTorch's update, term for term:
 
 The moments start at zero, so on the first step `m = (1 - beta1) * g` exactly; the state
 is created then rather than as zero arrays (which a traced step would have to capture).
-The step count `t` is a Python int, so the bias corrections are plain floats.
+The step count `t` is a float64 0-d tensor (as torch keeps it), so a compiled training
+step reads it from the optimizer state instead of baking one step's bias corrections in.
 """
-import math
+import numpy as np
 
-from ..ops.elementwise import maximum, sqrt
+
+from ..ops.elementwise import cast, maximum, power, sqrt
+from ..tensor import Tensor
 from .optimizer import Optimizer, check_betas, check_number
 
 
@@ -37,7 +40,8 @@ class Adam(Optimizer):
     def _update(self, p, grad, state, group):
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
         beta1, beta2 = group["betas"]
-        step = state.get("step", 0) + 1
+        step = state.get("step")
+        step = Tensor(np.array(1.0)) if step is None else step + 1.0
         state["step"] = step
         base = p
         if wd:
@@ -54,8 +58,10 @@ class Adam(Optimizer):
             v_max = state.get("max_exp_avg_sq")
             v = v if v_max is None else maximum(v_max, v)
             state["max_exp_avg_sq"] = v
-        denom = sqrt(v) * (1.0 / math.sqrt(1.0 - beta2 ** step)) + eps
-        return base - (m / denom) * (lr / (1.0 - beta1 ** step))
+        correction1 = cast(1.0 - power(beta1, step), p.dtype)
+        correction2 = cast(sqrt(1.0 - power(beta2, step)), p.dtype)
+        denom = sqrt(v) / correction2 + eps
+        return base - (m / denom) * (lr / correction1)
 
 
 class AdamW(Adam):

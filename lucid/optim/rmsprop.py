@@ -10,7 +10,10 @@
 The averages and the buffer start at zero; as in Adam the first step sets them to their
 exact first values instead of updating zero arrays.
 """
+import numpy as np
+
 from ..ops.elementwise import sqrt
+from ..tensor import Tensor
 from .optimizer import Optimizer, check_number
 
 
@@ -32,7 +35,8 @@ class RMSprop(Optimizer):
     def _update(self, p, grad, state, group):
         lr, alpha, eps, wd, momentum = (group["lr"], group["alpha"], group["eps"],
                                         group["weight_decay"], group["momentum"])
-        state["step"] = state.get("step", 0) + 1
+        step = state.get("step")  # counted as torch does; a float64 0-d tensor, as Adam's
+        state["step"] = Tensor(np.array(1.0)) if step is None else step + 1.0
         if wd:
             grad = grad + p * wd
         s = state.get("square_avg")
