@@ -104,6 +104,8 @@ class GraphBuilder:
         update_names = list(self.updates)
         out_nodes += [self.capture(self.updates[n]) for n in update_names]
         meta = {"updates": update_names} if update_names else {}
+        # The tensors behind the params, for whoever runs the graph with live values.
+        meta["tensors"] = {node.name: t for t, node in self._captured.values() if node.op == "param"}
         # Keep only nodes that are used, in recording order (dead tracer work is dropped).
         live = set()
         stack = list(out_nodes)
@@ -181,11 +183,14 @@ def _module_param_names(fn):
     return names
 
 
-def trace(fn, *example_inputs, name=None, param_names=None):
+def trace(fn, *example_inputs, name=None, param_names=None, on_exit=None):
     """Trace `fn` (a function or an `nn.Module`) on example inputs into a `Graph`.
 
     Tensor or ndarray arguments become graph inputs (named after `fn`'s parameters);
-    other arguments (ints, tuples, ...) are static and baked into the graph."""
+    other arguments (ints, tuples, ...) are static and baked into the graph.
+    `param_names` (id(tensor) -> name) names captured tensors; `on_exit(builder)` runs
+    after `fn` returns and before the graph is made (`lucid.compile` records optimiser
+    state updates there)."""
     if name is None:
         name = type(fn).__name__ if hasattr(fn, "named_parameters") else getattr(fn, "__name__", "main")
         name = name if name.isidentifier() else "main"
@@ -205,6 +210,8 @@ def trace(fn, *example_inputs, name=None, param_names=None):
     _active.append(builder)
     try:
         result = fn(*args)
+        if on_exit is not None:
+            on_exit(builder)
     finally:
         _active.pop()
     leaves = []

@@ -164,10 +164,11 @@ def apply(op, *inputs, **attrs):
             else:
                 builder = t._builder
     if builder is None and _active_traces:
-        # Named tensors (a traced module's parameters and buffers) stay symbolic: their
-        # ops go into the graph, where autodiff and the compiler can see them.
+        # Named tensors (a traced module's parameters and buffers) and leaves that require
+        # gradients stay symbolic: their ops go into the graph, where autodiff and the
+        # compiler see them (and a compiled training step reads their current values).
         innermost = _active_traces[-1]
-        if any(id(t) in innermost.param_names for t in tensors):
+        if any(id(t) in innermost.param_names or (t.requires_grad and t._ctx is None) for t in tensors):
             builder = innermost
     if builder is not None:
         out = builder.emit(op, tensors, bound, out_type)

@@ -9,7 +9,7 @@ the editor finishes, so a rewrite never has to clean up after itself.
 import numpy as np
 
 from ...ops.registry import get_op
-from ..graph import SOURCE_OPS, Attrs, Graph, Node
+from ..graph import CALL, SOURCE_OPS, Attrs, Graph, Node
 from ..types import TensorType
 
 
@@ -20,6 +20,7 @@ class GraphEditor:
         self.params = dict(graph.params)
         self._names = {n.name for n in graph.nodes if n.name}
         self._fold_count = 0
+        self.loc = None  # the user line new nodes are credited with (the node being rewritten's)
 
     # ---- making nodes -------------------------------------------------------------
     def add(self, node):
@@ -31,7 +32,7 @@ class GraphEditor:
         opdef = get_op(op)
         bound = opdef.bind_attrs(dict(attrs or {}))
         type_ = opdef.infer_type([i.type for i in inputs], bound)
-        return self.add(Node(op, tuple(inputs), bound, type_, loc=loc))
+        return self.add(Node(op, tuple(inputs), bound, type_, loc=self.loc if loc is None else loc))
 
     def keep(self, node, inputs):
         """`node` on new `inputs` (the very same node when nothing changed)."""
@@ -62,7 +63,15 @@ class GraphEditor:
 
     # ---- result -------------------------------------------------------------------
     def finish(self, outputs, name=None):
+        """The new graph: the nodes `outputs` depend on, in the order they were added.
+
+        Inputs always stay (they are the graph's signature), and so do the params the
+        graph updates (an `update %w = ...` line names them even when nothing reads
+        them). Params without a value (a parsed golden test) stay valueless; the
+        functions that surviving `call` nodes run are carried over."""
+        updated = set(self.graph.meta.get("updates", ()))
         live, stack = set(), list(outputs)
+        stack += [n for n in self.nodes if n.op == "param" and n.name in updated]
         while stack:
             n = stack.pop()
             if n in live:
@@ -75,8 +84,11 @@ class GraphEditor:
                 seen.add(n)
                 nodes.append(n)
         inputs = [n for n in nodes if n.op == "input"]
-        params = {n.name: self.params[n.name] for n in nodes if n.op == "param"}
-        return Graph(name or self.graph.name, inputs, nodes, list(outputs), params, dict(self.graph.meta))
+        params = {n.name: self.params[n.name] for n in nodes if n.op == "param" and n.name in self.params}
+        called = {n.attrs["callee"] for n in nodes if n.op == CALL}
+        functions = {k: f for k, f in self.graph.functions.items() if k in called}
+        return Graph(name or self.graph.name, inputs, nodes, list(outputs), params, dict(self.graph.meta),
+                     functions)
 
 
 def transform(graph, visit):

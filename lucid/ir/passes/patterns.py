@@ -2,17 +2,22 @@
 
 A pattern is a nested tuple `(op, arg, ...)` matching a node of that op whose inputs match
 the args; a string binds a variable (the same name twice must bind the same node); `K(v)`
-matches a node that is the constant `v` (a constant node, or a broadcast of one); `C("c")`
+matches a node that is `v` everywhere (a constant node, a broadcast or reshape of one, or
+a frozen param every element of which is `v`: constant folding turns a small
+`broadcast_to(0.0)` into such a param, and `x + 0` must still simplify); `C("c")`
 binds a node whose value is known at compile time (a constant, or a frozen param);
-`As("n", pattern)` matches `pattern` and binds the node itself to `n`. Inputs of commutative ops are tried in both orders.
+`As("n", pattern)` matches `pattern` and binds the node itself to `n`. Inputs of commutative
+ops are tried in both orders.
 """
+import numpy as np
+
 from .editor import constant_value
 
 COMMUTATIVE = {"add", "mul", "maximum", "minimum", "eq", "ne", "logical_and", "logical_or"}
 
 
 class K:
-    """Matches the scalar constant `value` (possibly broadcast)."""
+    """Matches a node that is `value` in every element (see the module docstring)."""
 
     def __init__(self, value):
         self.value = value
@@ -36,10 +41,15 @@ class As:
         self.pattern = pattern
 
 
-def scalar_of(node):
-    """The Python number a node is everywhere, when it is a (broadcast) constant."""
+def _unwrap(node):
     while node.op == "broadcast_to" or node.op == "reshape":
         node = node.inputs[0]
+    return node
+
+
+def scalar_of(node):
+    """The Python number a node is everywhere, when it is a (broadcast) constant."""
+    node = _unwrap(node)
     if node.op == "constant":
         return node.attrs["value"]
     return None
@@ -55,6 +65,15 @@ class Matcher:
             return None
         return constant_value(node, self.params)
 
+    def is_everywhere(self, node, value):
+        """Whether `node` is `value` in every element (a constant, or a uniform frozen param;
+        the first element is looked at before the whole array is)."""
+        v = scalar_of(node)
+        if v is not None:
+            return v == value
+        v = self.known(_unwrap(node))
+        return v is not None and v.size > 0 and v.flat[0] == value and bool(np.all(v == value))
+
     def match(self, pattern, node, binds):
         if isinstance(pattern, str):
             prev = binds.get(pattern)
@@ -63,8 +82,7 @@ class Matcher:
                 return True
             return prev is node
         if isinstance(pattern, K):
-            v = scalar_of(node)
-            return v is not None and v == pattern.value
+            return self.is_everywhere(node, pattern.value)
         if isinstance(pattern, As):
             return self.match(pattern.pattern, node, binds) and self.match(pattern.name, node, binds)
         if isinstance(pattern, C):

@@ -74,6 +74,7 @@ def rewrite_pass(name, rules, max_depth=4):
                 continue
             current = ed.keep(node, [env[i] for i in node.inputs])
             origin[current] = node
+            ed.loc = node.loc  # what replaces a node keeps its user line for error messages
             for _ in range(max_depth):
                 replaced = _apply_first(ed, rules, current, matcher, ctx)
                 if replaced is None or replaced is current:
@@ -178,6 +179,14 @@ def _distribute(ed, b, node):
     return ed.emit("add", [ed.emit("mul", [b["x"], b["c2"]]), ed.emit("mul", [b["c1"], b["c2"]])])
 
 
+def _gather_constants(ed, b, node):
+    return ed.emit("add", [ed.emit("add", [b["x"], b["y"]]), ed.emit("add", [b["c1"], b["c2"]])])
+
+
+def _single_use(*names):
+    return lambda b, node, ctx: all(ctx.single_use(b[n]) for n in names)
+
+
 def _square(ed, b, node):
     return ed.emit("mul", [b["x"], b["x"]])
 
@@ -218,8 +227,8 @@ def _conv_scale(ed, b, node):
 
 
 def _matmul_scale(ed, b, node):
-    w = b["w"]
-    new_w = ed.param(ed.params[w.name] * b["scale"].reshape(1, -1).astype(w.type.dtype.np))
+    w = b["w"]  # [..., K, N]: output column n is scaled by scaling w[..., :, n]
+    new_w = ed.param(ed.params[w.name] * b["scale"].astype(w.type.dtype.np))
     return ed.emit("matmul", [b["x"], new_w])
 
 
@@ -244,6 +253,9 @@ SIMPLIFY_RULES = [
     Rule("mul-mul-constants", ("mul", ("mul", "x", C("c1")), C("c2")), _fold_scalars("mul")),
     Rule("add-add-constants", ("add", ("add", "x", C("c1")), C("c2")), _fold_scalars("add")),
     Rule("mul-over-add-constant", ("mul", ("add", "x", C("c1")), C("c2")), _distribute, when=_is_float),
+    # A residual join of two biased branches (two folded batch norms): one bias add, not two.
+    Rule("add-constants-of-sum", ("add", As("l", ("add", "x", C("c1"))), As("r", ("add", "y", C("c2")))),
+         _gather_constants, when=_single_use("l", "r")),
 ]
 
 # Batch norm in eval mode is (x - mean) * rsqrt(var + eps) * gamma + beta. After the rules
@@ -253,7 +265,7 @@ FOLD_SCALE_RULES = [
     Rule("conv-scale", ("mul", As("conv", ("conv2d", "x", "w")), "s"), _conv_scale,
          when=_scale_when("conv", lambda conv, w: (1, w.type.shape[0]))),
     Rule("matmul-scale", ("mul", As("mm", ("matmul", "x", "w")), "s"), _matmul_scale,
-         when=_scale_when("mm", lambda mm, w: (mm.type.ndim - 1, w.type.shape[1]))),
+         when=_scale_when("mm", lambda mm, w: (mm.type.ndim - 1, w.type.shape[-1]))),
 ]
 
 simplify = rewrite_pass("simplify", SIMPLIFY_RULES)

@@ -7,6 +7,8 @@ num_batches_tracked), so checkpoints load across the two.
 """
 import numpy as np
 
+from ...autograd_mode import no_grad
+
 from ... import dtypes as _dt
 from ...creation import ones, zeros
 from ...errors import ShapeError
@@ -69,12 +71,12 @@ class _BatchNorm(Module):
         self._check_input(x)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
-            # The batch counter is a Python-side tally; a trace records the running
-            # statistics' updates (through F.batch_norm) but leaves the counter alone.
-            if not x.is_tracer:
-                self.num_batches_tracked.data = self.num_batches_tracked.data + 1
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / max(int(self.num_batches_tracked.data), 1)
+            # Counted with lucid ops, so a traced training step records the update too.
+            count = int(self.num_batches_tracked.data) + 1
+            with no_grad():
+                self.num_batches_tracked.data = self.num_batches_tracked + 1
+            if self.momentum is None:  # cumulative moving average (its factor is fixed per trace)
+                factor = 1.0 / count
         use_batch_stats = self.training or self.running_mean is None
         track = not self.training or self.track_running_stats
         return F.batch_norm(x, self.running_mean if track else None,
