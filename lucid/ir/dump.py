@@ -18,6 +18,7 @@ the top of the box, fed by the call's operands, and the users of the call are fe
 the box. A function that is called again is drawn once; the later calls are plain nodes
 that name it, and a function that no call runs is drawn as a box of its own.
 """
+import bisect
 import html
 import json
 import os
@@ -59,7 +60,7 @@ class _Item:
     """One drawn thing: a value, or the box of a function (an expanded call, or an uncalled
     function when `node` is None)."""
 
-    __slots__ = ("key", "node", "name", "fn", "box", "inputs", "label", "callee_ref",
+    __slots__ = ("key", "node", "name", "fn", "box", "inputs", "callee_ref",
                  "row", "span", "w", "h", "x", "y", "preds", "users", "is_out")
 
     def __init__(self, key, node, name, fn):
@@ -73,8 +74,9 @@ class _Item:
 
 
 class _Box:
-    def __init__(self, callee, graph, items, out):
+    def __init__(self, callee, graph, items, out, entry):
         self.callee, self.graph, self.items, self.out = callee, graph, items, out
+        self.entry = entry  # the function's input items, in order
 
 
 class _View:
@@ -85,7 +87,7 @@ class _View:
         self.items = []  # every item, outer before inner
         self.edges = []  # (source item, target item); a box as source means the call's value
         self.expanded = set()
-        self.top = self._level(graph, None, set())
+        self.top = self._level(graph, None)
         for name, fg in graph.functions.items():
             if name not in self.expanded:
                 self.expanded.add(name)
@@ -94,7 +96,7 @@ class _View:
                 self.items.append(item)
                 self.top.append(item)
 
-    def _level(self, g, fn, stack):
+    def _level(self, g, fn):
         names = value_names(g)
         prefix = f"{fn}/" if fn else ""
         local, level = {}, []
@@ -110,25 +112,25 @@ class _View:
                 i.users.append(item)
             if node.op == CALL:
                 callee = node.attrs.get("callee")
-                fg = self.graph.functions.get(callee)
-                if fg is not None and callee not in self.expanded and callee not in stack:
+                fg = g.functions.get(callee) or self.graph.functions.get(callee)
+                if fg is not None and callee not in self.expanded:  # (so recursion stops too)
                     self.expanded.add(callee)
-                    item.box = self._box(callee, fg, item.inputs, stack | {callee})
+                    item.box = self._box(callee, fg, item.inputs)
                 else:
                     item.callee_ref = callee
             if item.box is None:
                 self.edges.extend((i, item) for i in item.inputs)
         return level
 
-    def _box(self, callee, fg, operands, stack=frozenset()):
-        items = self._level(fg, callee, set(stack) | {callee})
+    def _box(self, callee, fg, operands):
+        items = self._level(fg, callee)
         by_node = {it.node: it for it in items}
         for operand, inp in zip(operands, fg.inputs):
             target = by_node[inp]
             target.inputs = [operand]
             self.edges.append((operand, target))
         out = by_node.get(fg.outputs[0]) if fg.outputs else None
-        return _Box(callee, fg, items, out)
+        return _Box(callee, fg, items, out, [by_node[i] for i in fg.inputs])
 
 
 def _kind(node):
@@ -365,34 +367,30 @@ class _Layout:
             if item.node is not None and item.node.op in ("param", "constant") or \
                     (item.preds and all(p in static for p in item.preds)):
                 static.add(item)
-        occupied = {}  # row -> [(x0, x1)] taken
+        occupied = {}  # row -> sorted [(x0, x1)] taken
 
         def put(item, want):
             rows = range(item.row, item.row + item.span)
-            taken = sorted(iv for r in rows for iv in occupied.get(r, ()))
-            x, best, end = want - item.w / 2, None, float("-inf")
-            for a, b in taken + [(float("inf"), float("inf"))]:
-                lo, hi = end, a - H_GAP - item.w
-                if lo <= hi:
-                    cand = min(max(x, lo), hi)
-                    if best is None or abs(cand - x) < abs(best - x):
-                        best = cand
-                end = max(end, b + H_GAP)
-            item.x = best
+            taken = occupied.get(item.row, []) if item.span == 1 else \
+                _merge(iv for r in rows for iv in occupied.get(r, ()))
+            item.x = _nearest_free(taken, want - item.w / 2, item.w)
             for r in rows:
-                occupied.setdefault(r, []).append((best, best + item.w))
+                bisect.insort(occupied.setdefault(r, []), (item.x, item.x + item.w))
 
         right = 0.0
         for item in items:
             if item in static:
                 continue
-            centres = [p.x + p.w / 2 for p in item.preds if p not in static]
+            centres = [p.x + p.w / 2 + _shift(item, k) for k, p in enumerate(item.preds) if p not in static]
             put(item, sum(centres) / len(centres) if centres else right + item.w / 2)
             right = max(right, item.x + item.w + H_GAP)
         for item in reversed(items):  # static values next to their first user, siblings spread
             if item not in static:
                 continue
-            if item.users:
+            entry = _entry(item.users[0], item) if item.users else None
+            if entry is not None:  # above the function input it feeds
+                put(item, item.users[0].x + PAD + entry.x + entry.w / 2)
+            elif item.users:
                 user = item.users[0]
                 mine = [p for p in dict.fromkeys(user.preds) if p in static and p.users[0] is user]
                 k = mine.index(item)
@@ -414,6 +412,60 @@ class _Layout:
             it.y = oy + it.row * self.row_h
             if it.box is not None:
                 self._place(it.box.items, it.x + PAD, it.y + HEADER)
+
+
+def _merge(intervals):
+    """Sorted intervals with the overlapping ones joined."""
+    out = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _nearest_free(taken, x, w):
+    """The x0 closest to `x` where [x0, x0 + w) keeps H_GAP clear of the sorted, disjoint
+    intervals `taken`: look at the gap around x, then outwards while a gap could be closer."""
+    inf = float("inf")
+
+    def gap(g):  # the range of x0 that fits between taken[g - 1] and taken[g]
+        lo = taken[g - 1][1] + H_GAP if g > 0 else -inf
+        hi = taken[g][0] - H_GAP - w if g < len(taken) else inf
+        return lo, hi
+
+    start = bisect.bisect_left(taken, (x, x))
+    best = None
+    for step in (-1, 1):
+        g = start if step == 1 else start - 1
+        while 0 <= g <= len(taken):
+            lo, hi = gap(g)
+            if best is not None and (lo - x if step == 1 else x - hi) > abs(best - x):
+                break
+            if lo <= hi:
+                cand = min(max(x, lo), hi)
+                if best is None or abs(cand - x) < abs(best - x):
+                    best = cand
+            g += step
+    return best
+
+
+def _entry(user, item):
+    """The function input that `item` feeds when `user` is a box, else None."""
+    if user.box is None:
+        return None
+    k = user.preds.index(item)
+    return user.box.entry[k] if k < len(user.box.entry) else None
+
+
+def _shift(box, k):
+    """How far right of a box's operand k the box's centre must be for the function input
+    it feeds to sit right under it (0 for a plain value)."""
+    if box.box is None or k >= len(box.box.entry):
+        return 0.0
+    entry = box.box.entry[k]
+    return box.w / 2 - (PAD + entry.x + entry.w / 2)
 
 
 def _box_head(item, bufs):
@@ -493,7 +545,7 @@ def _svg(view, layout):
     w, hh = layout.width + 2 * PAD, layout.height + 2 * PAD
     return (f'<svg id="graph" width="{w:.0f}" height="{hh:.0f}" viewBox="{-PAD} {-PAD} {w:.0f} {hh:.0f}">'
             '<defs><marker id="arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" '
-            'orient="auto"><path d="M0,0L8,4L0,8z" fill="#64748b"/></marker></defs>'
+            'markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0L8,4L0,8z" fill="#64748b"/></marker></defs>'
             f'{"".join(boxes)}<g class="edges">{"".join(edges)}</g>{"".join(parts)}</svg>')
 
 
@@ -618,7 +670,7 @@ _JS = r"""
     var k = ev.target.getAttribute && ev.target.getAttribute('data-go'); if (k) select(k, true);
   });
   var q = document.getElementById('q'), count = document.getElementById('hits');
-  q.addEventListener('input', function () {
+  function search() {
     hits.forEach(function (el) { el.classList.remove('hit'); }); hits = []; hitAt = -1;
     var s = q.value.trim().toLowerCase();
     if (s) Object.keys(els).forEach(function (k) {
@@ -627,7 +679,8 @@ _JS = r"""
           (d && d.callee && d.callee.toLowerCase().indexOf(s) >= 0)) { els[k].classList.add('hit'); hits.push(els[k]); }
     });
     count.textContent = s ? hits.length + ' found' : '';
-  });
+  }
+  q.addEventListener('input', search);
   q.addEventListener('keydown', function (ev) {
     if (ev.key === 'Enter' && hits.length) { hitAt = (hitAt + 1) % hits.length; select(hits[hitAt].getAttribute('data-node'), true); }
   });
@@ -637,6 +690,11 @@ _JS = r"""
   document.getElementById('zfit').onclick = function () {
     var c = document.getElementById('canvas'); zoom(Math.min(1, c.clientWidth / W, c.clientHeight / H));
   };
-  if (location.hash) select(decodeURIComponent(location.hash.slice(1)), true);
+  var hash = decodeURIComponent(location.hash.slice(1));  // #%7 selects a value, #q=conv searches
+  if (hash.indexOf('q=') === 0) { q.value = hash.slice(2); search(); }
+  else if (hash) select(hash, true);
+  else { var first = svg.querySelector('.n.input') || svg.querySelector('[data-node]');
+         if (first) first.scrollIntoView({block: 'nearest', inline: 'center'}); }
+  document.body.setAttribute('data-ready', String(Object.keys(els).length));
 })();
 """

@@ -114,6 +114,12 @@ class Graph:
 
         return format_graph(self, locs=locs)
 
+    def dump(self, path, **kw):
+        """Write the graph for people to read: .txt, .dot, .svg or .html (see lucid.ir.dump)."""
+        from .dump import dump_graph
+
+        return dump_graph(self, path, **kw)
+
     def __repr__(self):
         return f"<Graph {self.name}: {len(self.inputs)} inputs, {len(self.compute_nodes)} ops>"
 

@@ -21,7 +21,7 @@ from ..ir.types import TensorType
 from .._source import user_location
 from ..tensor import Tensor, tensor_method
 from . import _rules as R
-from .registry import INJECTIVE, OPAQUE, REQUIRED, Sample, defop
+from .registry import INJECTIVE, OPAQUE, OUT_FUSABLE, REQUIRED, Sample, defop
 
 __all__ = ["gather", "take", "index_select", "take_along_axis", "scatter_add", "masked_fill",
            "argsort", "sort", "topk", "nonzero", "one_hot"]
@@ -150,7 +150,7 @@ def _scatter_add_samples(rng):
 
 _scatter_add = defop(
     "scatter_add", infer=_scatter_add_infer, reference=_scatter_add_ref, vjp=_scatter_add_vjp,
-    fusion=OPAQUE, attrs={"axis": REQUIRED}, nondiff=(1,), samples=_scatter_add_samples,
+    fusion=OUT_FUSABLE, attrs={"axis": REQUIRED}, nondiff=(1,), samples=_scatter_add_samples,
     torch=lambda torch, b, idx, s, axis: b.scatter_add(axis, _torch_wrap(torch, idx, b.shape[axis]), s),
     doc="the adjoint of gather: src accumulated into base at the gathered positions")
 
@@ -222,7 +222,7 @@ def _take_add_samples(rng):
 
 
 _take_add = defop(
-    "take_add", infer=_take_add_infer, reference=_take_add_ref, fusion=OPAQUE,
+    "take_add", infer=_take_add_infer, reference=_take_add_ref, fusion=OUT_FUSABLE,
     attrs={"axis": REQUIRED, "size": REQUIRED}, nondiff=(1,), samples=_take_add_samples,
     torch=_take_add_torch, vjp=lambda g, y, x, idx, axis, size: (_take(g, idx, axis=axis), None),
     doc="zeros with `size` along axis, the values added at their indices: the adjoint of take")

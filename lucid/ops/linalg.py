@@ -5,7 +5,7 @@ from ..errors import ShapeError
 from ..ir.types import TensorType
 from ..tensor import Tensor, tensor_method
 from . import _rules as R
-from .registry import OPAQUE, Sample, defop
+from .registry import OUT_FUSABLE, Sample, defop
 
 
 def _matmul_infer(a, b):
@@ -29,7 +29,7 @@ def _matmul_vjp(g, y, a, b):
     return ga, gb
 
 
-_matmul = defop("matmul", infer=_matmul_infer, reference=np.matmul, vjp=_matmul_vjp, fusion=OPAQUE,
+_matmul = defop("matmul", infer=_matmul_infer, reference=np.matmul, vjp=_matmul_vjp, fusion=OUT_FUSABLE,
                 torch=lambda torch, a, b: torch.matmul(a, b),
                 samples=lambda rng: [Sample([R.rng_float(rng, (3, 4)), R.rng_float(rng, (4, 5))]),
                                      Sample([R.rng_float(rng, (2, 3, 4)), R.rng_float(rng, (4, 2))]),

@@ -20,7 +20,7 @@ from numpy.lib.stride_tricks import as_strided
 from ..errors import DTypeError, ShapeError
 from ..ir.types import TensorType
 from . import _rules as R
-from .registry import OPAQUE, REQUIRED, Sample, defop
+from .registry import OUT_FUSABLE, REQUIRED, Sample, defop
 
 # Elements of one im2col block (4 MB of float32): big enough for BLAS, small enough that
 # an 800x1216 feature map never materialises a k*k-times copy of itself.
@@ -327,20 +327,20 @@ def _torch_weight_grad(torch, x, gy, stride, padding, dilation, groups, weight_s
 _CONV_ATTRS = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
 
 conv2d = defop(
-    "conv2d", infer=_conv2d_infer, reference=_conv2d_ref, vjp=_conv2d_vjp, fusion=OPAQUE,
+    "conv2d", infer=_conv2d_infer, reference=_conv2d_ref, vjp=_conv2d_vjp, fusion=OUT_FUSABLE,
     attrs=_CONV_ATTRS, samples=_conv2d_samples, torch=_torch_conv2d,
     doc="2-D cross-correlation of x[N,C,H,W] with w[O,C/groups,kh,kw] (no bias), torch semantics.")
 
 conv_transpose2d = defop(
     "conv_transpose2d", infer=_conv_transpose2d_infer, reference=_conv_transpose2d_ref,
-    vjp=_conv_transpose2d_vjp, fusion=OPAQUE, attrs={**_CONV_ATTRS, "output_padding": (0, 0)},
+    vjp=_conv_transpose2d_vjp, fusion=OUT_FUSABLE, attrs={**_CONV_ATTRS, "output_padding": (0, 0)},
     samples=_conv_transpose2d_samples, torch=_torch_conv_transpose2d,
     doc="Transposed convolution of x[N,Cin,H,W] with w[Cin,Cout/groups,kh,kw] (torch semantics): "
         "the adjoint of conv2d in its input; output_padding adds rows/columns at the far end.")
 
 conv2d_weight_grad = defop(
     "conv2d_weight_grad", infer=_weight_grad_infer, reference=_conv2d_weight_grad_ref,
-    vjp=_weight_grad_vjp, fusion=OPAQUE, attrs={**_CONV_ATTRS, "weight_shape": REQUIRED},
+    vjp=_weight_grad_vjp, fusion=OUT_FUSABLE, attrs={**_CONV_ATTRS, "weight_shape": REQUIRED},
     samples=_weight_grad_samples, torch=_torch_weight_grad,
     doc="d conv2d(x, w) / d w contracted with gy: the adjoint of conv2d in its weight.")
 
@@ -459,12 +459,12 @@ _MAX_ATTRS = {**_POOL_ATTRS, "dilation": (1, 1)}
 
 max_pool2d = defop(
     "max_pool2d", infer=_max_pool2d_infer, reference=_max_pool2d_ref, vjp=_max_pool2d_vjp,
-    fusion=OPAQUE, attrs=_MAX_ATTRS, samples=_max_pool2d_samples, torch=_torch_max_pool2d,
+    fusion=OUT_FUSABLE, attrs=_MAX_ATTRS, samples=_max_pool2d_samples, torch=_torch_max_pool2d,
     doc="Max over each (dilated) kernel window of x[N,C,H,W]; padding counts as -inf (never selected).")
 
 max_pool2d_grad = defop(
     "max_pool2d_grad", infer=_max_pool2d_grad_infer, reference=_max_pool2d_grad_ref, vjp=None,
-    fusion=OPAQUE, attrs=_MAX_ATTRS, samples=_max_pool2d_grad_samples, torch=_torch_max_pool2d_grad,
+    fusion=OUT_FUSABLE, attrs=_MAX_ATTRS, samples=_max_pool2d_grad_samples, torch=_torch_max_pool2d_grad,
     doc="The gradient of max_pool2d: each gy element goes to the argmax of its window in x (on ties, "
         "the first maximum in row-major window order, as torch's CPU kernel picks). It has no vjp "
         "(vjp=None): second derivatives through max pooling are not supported.")
@@ -556,11 +556,11 @@ _AVG_ATTRS = {**_POOL_ATTRS, "count_include_pad": True}
 
 avg_pool2d = defop(
     "avg_pool2d", infer=_avg_pool2d_infer, reference=_avg_pool2d_ref, vjp=_avg_pool2d_vjp,
-    fusion=OPAQUE, attrs=_AVG_ATTRS, samples=_avg_pool2d_samples, torch=_torch_avg_pool2d,
+    fusion=OUT_FUSABLE, attrs=_AVG_ATTRS, samples=_avg_pool2d_samples, torch=_torch_avg_pool2d,
     doc="Mean over each kernel window; padded zeros count in the divisor iff count_include_pad.")
 
 avg_pool2d_grad = defop(
     "avg_pool2d_grad", infer=_avg_pool2d_grad_infer, reference=_avg_pool2d_grad_ref,
-    vjp=_avg_pool2d_grad_vjp, fusion=OPAQUE, attrs={**_AVG_ATTRS, "input_shape": REQUIRED},
+    vjp=_avg_pool2d_grad_vjp, fusion=OUT_FUSABLE, attrs={**_AVG_ATTRS, "input_shape": REQUIRED},
     samples=_avg_pool2d_grad_samples, torch=_torch_avg_pool2d_grad,
     doc="The adjoint of avg_pool2d: each gy element spread evenly over its window (vjp: avg_pool2d).")

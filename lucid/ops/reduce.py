@@ -12,7 +12,7 @@ from ..errors import DTypeError
 from ..ir.types import TensorType
 from ..tensor import Tensor, tensor_method
 from . import _rules as R
-from .registry import REDUCE, OPAQUE, Sample, defop
+from .registry import OUT_FUSABLE, REDUCE, Sample, defop
 
 
 def _reduced_shape(shape, axes, keepdims):
@@ -196,7 +196,7 @@ def _cumsum_vjp(g, y, x, axis):
     return (flip(_cumsum(flip(g, axis=axis), axis=axis), axis=axis),)
 
 
-_cumsum = defop("cumsum", infer=_cumsum_infer, vjp=_cumsum_vjp, fusion=OPAQUE, attrs={"axis": 0},
+_cumsum = defop("cumsum", infer=_cumsum_infer, vjp=_cumsum_vjp, fusion=OUT_FUSABLE, attrs={"axis": 0},
                 reference=lambda x, axis: np.cumsum(x, axis=axis, dtype=x.dtype) if x.ndim else x.copy(),
                 samples=lambda rng: [Sample([R.rng_float(rng, (3, 4))], {"axis": 1}),
                                      Sample([R.rng_float(rng, (3, 4))], {"axis": 0}),

@@ -33,8 +33,10 @@ ELEMENTWISE = "elementwise"  # same shape in and out, one element from one eleme
 BROADCAST = "broadcast"  # elementwise with numpy broadcasting of its inputs
 INJECTIVE = "injective"  # each output element reads one input element (reshape, transpose, slice)
 REDUCE = "reduce"  # reduces one or more axes
-OPAQUE = "opaque"  # everything else (matmul, conv, sort, ...)
-FUSION_KINDS = (ELEMENTWISE, BROADCAST, INJECTIVE, REDUCE, OPAQUE)
+OUT_FUSABLE = "out_fusable"  # computes each output element on its own (matmul, conv, pooling):
+#                               elementwise epilogues can be fused after it
+OPAQUE = "opaque"  # everything else (sort): a kernel of its own, nothing fused into it
+FUSION_KINDS = (ELEMENTWISE, BROADCAST, INJECTIVE, REDUCE, OUT_FUSABLE, OPAQUE)
 
 
 class _Required:

@@ -9,7 +9,8 @@ patterns TVM uses):
 - an injective op (reshape, transpose, slice, pad, ...) joins only groups that are still
   purely elementwise/injective, whose kernels compute every output element by indexing;
 - a reduction joins an elementwise group as its prologue (`sum(x * x)`);
-- an opaque op (matmul, conv2d, sort, ...) always starts a group of its own.
+- an out-fusable op (matmul, conv2d, pooling, ...) starts a group that takes epilogues;
+- an opaque op (argsort) is a group of its own that nothing joins.
 
 A value can only become internal to a group when nothing else uses it: fusing across a
 value used outside the group would compute it twice or lose it. So every group has one
@@ -19,13 +20,13 @@ Each group of two or more ops becomes a function in `graph.functions`, named aft
 ops, and a `call` node in the main graph where the group's output was. Single ops stay as
 they are; the code generator treats them as one-op kernels.
 """
-from ...ops.registry import BROADCAST, ELEMENTWISE, INJECTIVE, OPAQUE, REDUCE, get_op
+from ...ops.registry import BROADCAST, ELEMENTWISE, INJECTIVE, OPAQUE, OUT_FUSABLE, REDUCE, get_op
 from ..graph import CALL, SOURCE_OPS, Attrs, Graph, Node
 from .editor import GraphEditor
 from .manager import graph_pass
 
 _GROUP_KIND = {ELEMENTWISE: "elemwise", BROADCAST: "elemwise", INJECTIVE: "elemwise",
-               REDUCE: "reduce", OPAQUE: "opaque"}
+               REDUCE: "reduce", OUT_FUSABLE: "anchored", OPAQUE: "sealed"}
 
 
 class _Group:
@@ -39,6 +40,8 @@ class _Group:
 
 
 def _can_append(group, fusion):
+    if group.kind == "sealed":
+        return False
     if fusion in (ELEMENTWISE, BROADCAST):
         return True
     if fusion in (INJECTIVE, REDUCE):

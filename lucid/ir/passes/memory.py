@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import CompileError
-from ...ops.registry import BROADCAST, ELEMENTWISE, OPAQUE, REDUCE, get_op
+from ...ops.registry import BROADCAST, ELEMENTWISE, OPAQUE, OUT_FUSABLE, REDUCE, get_op
 from ..graph import CALL, SOURCE_OPS, Graph, Node
 from .manager import graph_pass
 
@@ -163,7 +163,7 @@ def _pointwise_in(node, positions, functions):
         fn = functions.get(node.attrs["callee"])
         if fn is None or len(fn.inputs) != len(node.inputs):
             return False
-        if any(n.op not in SOURCE_OPS and get_op(n.op).fusion in (OPAQUE, REDUCE) for n in fn.nodes):
+        if any(n.op not in SOURCE_OPS and get_op(n.op).fusion in (OPAQUE, OUT_FUSABLE, REDUCE) for n in fn.nodes):
             # A kernel with a matmul/conv/reduction writes its output before its epilogue
             # has read every element of the other operands: no in-place writes there.
             return False

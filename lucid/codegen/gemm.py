@@ -1,0 +1,783 @@
+"""float32 matrix multiply as LLVM IR: packed panels, a 6x16 register-blocked micro-kernel,
+and a fused epilogue applied once per output element after the whole K reduction.
+
+Why this shape (the BLIS / oneDNN recipe): a naive triple loop is memory bound; blocking
+the three loops so each operand is reused from the cache level it lives in makes it
+compute bound, and packing the blocks into contiguous, aligned panels makes the innermost
+loop two aligned vector loads of B, six broadcasts of A and twelve FMAs per step of k.
+
+    for jc in 0..N step NC:                 B block  KC x NC  (packed, shared, L3)
+      for pc in 0..K step KC:
+        pack B[pc:pc+kc, jc:jc+nc]           parallel over 16-column panels
+        for ic in 0..M step MC:              parallel over 6-row panels (or column panels)
+          pack A[ic:ic+mc, pc:pc+kc]         A block  MC x KC  (per thread, on its stack, L2)
+          for jr in 0..nc step NR:           B micro-panel  KC x 16  (L1)
+            for ir in 0..mc step MR:         C tile 6 x 16 in 12 ymm accumulators
+              micro_kernel(kc, ...)          C (+)= A_panel @ B_panel, epilogue when pc is last
+
+Block sizes for this CPU (AMD EPYC / znver1, 2 cores: L1d 32 KiB 8-way, L2 512 KiB private,
+L3 8 MiB shared; AVX2 + FMA, 16 ymm registers):
+- MR x NR = 6 x 16: 12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers;
+  per k 12 FMAs against 8 loads, inside the two-loads-per-cycle budget.
+- KC = 256: one B micro-panel (256 x 16 x 4 B = 16 KiB) plus one A micro-panel
+  (256 x 6 x 4 B = 6 KiB) stay in the 32 KiB L1 while the kernel runs; the C tile is read
+  and written once per 256 steps of k.
+- MC = 144 (a multiple of MR): the packed A block is 144 x 256 x 4 B = 144 KiB, under a
+  third of the 512 KiB L2, leaving room for the B micro-panels streaming through.
+- NC = 4080 (a multiple of NR): the packed B block is at most 256 x 4080 x 4 B ~ 4 MiB,
+  half of the shared 8 MiB L3, which both cores read.
+
+Scratch memory: each thread packs its A block into a 144 KiB, 64-byte aligned buffer on its
+own stack (alloca in the task function): no allocation, and the pages stay resident, so no
+page-fault churn. The packed B block lives in a buffer owned by the module (a private
+global, grown with aligned_alloc to the largest block seen, at most ~4 MiB, never freed);
+a call claims it with an atomic exchange, and a call that finds it claimed (two host threads
+calling the same kernel at once) allocates and frees its own.
+
+Threading: the outer loops run through `lucid_parallel_for(fn, ctx, n)` from the runtime
+module (declared here, defined once in the engine) when `parallel=True`; with
+`parallel=False` the same task functions are called directly over [0, n), so the module
+links without the runtime. Pass `parallel=False` for kernels that are themselves run inside
+a parallel loop (the pool is not re-entrant).
+
+Entry points of the module built by `gemm_ir(name, epilogue)` (pointers are float*, strides
+are in elements, all matrices row-major with unit column stride):
+
+    void @name(i64 M, i64 N, i64 K, float* A, i64 lda, float* B, i64 ldb,
+               float* C, i64 ldc, float* bias_or_null, <epilogue params>...)
+        C[M x N] = epilogue(A[M x K] @ B[K x N]); K = 0 gives epilogue(0).
+        `bias` is read only by epilogues that use it (it may be null otherwise).
+    void @name.batched(i64 batch, i64 M, i64 N, i64 K, float* A, i64 strideA, i64 lda,
+                       float* B, i64 strideB, i64 ldb, float* C, i64 strideC, i64 ldc,
+                       float* bias_or_null, <epilogue params>...)
+        The same for `batch` matrices at the given batch strides (0 broadcasts an operand).
+        Epilogue arguments are shared by every matrix of the batch; when they differ per
+        matrix (a batched residual), the caller loops over @name instead. Small matrices run
+        one per thread (parallel over the batch); large ones one after another, each parallel.
+"""
+import ctypes
+
+import llvmlite.ir as ir
+import numpy as np
+
+MR, NR = 6, 16
+KC, MC, NC = 256, 144, 4080
+VW = 8                       # floats per ymm vector
+ALIGN = 64                   # bytes, for packed panels
+UNROLL = 4                   # k steps per trip of the micro-kernel's main loop
+SMALL_BATCH_FLOPS = 2 * 96 ** 3   # below this per matrix, a batch is split across threads
+
+F32 = ir.FloatType()
+I1 = ir.IntType(1)
+I8 = ir.IntType(8)
+I32 = ir.IntType(32)
+I64 = ir.IntType(64)
+VOID = ir.VoidType()
+F32P = F32.as_pointer()
+I8P = I8.as_pointer()
+V8 = ir.VectorType(F32, VW)
+V8P = V8.as_pointer()
+TASK = ir.FunctionType(VOID, [I8P, I64, I64])
+
+_BASE_PARAMS = (("M", I64), ("N", I64), ("K", I64), ("A", F32P), ("lda", I64),
+                ("B", F32P), ("ldb", I64), ("C", F32P), ("ldc", I64), ("bias", F32P))
+
+
+def _declare(module, name, ret, args):
+    """The function `name` of the module, declared with this signature if it is new."""
+    try:
+        return module.get_global(name)
+    except KeyError:
+        return ir.Function(module, ir.FunctionType(ret, args), name)
+
+
+def _i64(n):
+    return ir.Constant(I64, int(n))
+
+
+# ----------------------------------------------------------------------------- epilogues
+
+class EpilogueContext:
+    """What an epilogue's emitter sees: the builder, the kernel's arguments and the width.
+
+    `width` is 8 when the value is a `<8 x float>` holding columns col..col+7 of one row,
+    and 1 when it is a single float (edge tiles); `load(ptr, index)` reads a value of the
+    same width from `ptr + index` (index in elements), `splat(x)` widens a float."""
+
+    def __init__(self, builder, args, width):
+        self.b = builder
+        self.args = args
+        self.width = width
+
+    @property
+    def module(self):
+        return self.b.module
+
+    @property
+    def type(self):
+        return F32 if self.width == 1 else ir.VectorType(F32, self.width)
+
+    def arg(self, name):
+        return self.args[name]
+
+    def const(self, x):
+        c = ir.Constant(F32, float(x))
+        return c if self.width == 1 else ir.Constant(self.type, [float(x)] * self.width)
+
+    def splat(self, x):
+        if self.width == 1:
+            return x
+        v = self.b.insert_element(ir.Constant(self.type, ir.Undefined), x, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(v, ir.Constant(self.type, ir.Undefined),
+                                     ir.Constant(ir.VectorType(I32, self.width), [0] * self.width))
+
+    def load(self, ptr, index):
+        p = self.b.gep(ptr, [index], inbounds=True)
+        if self.width == 1:
+            return self.b.load(p, align=4)
+        return self.b.load(self.b.bitcast(p, self.type.as_pointer()), align=4)
+
+    def intrinsic(self, name, nargs=1):
+        """An overloaded float intrinsic (llvm.maxnum, llvm.fabs, ...) at this width."""
+        suffix = "f32" if self.width == 1 else f"v{self.width}f32"
+        return _declare(self.module, f"{name}.{suffix}", self.type, [self.type] * nargs)
+
+    def function(self, name, nargs=1):
+        """Declare `float name(float...)` at this width (e.g. a mathlib function in `prelude`)."""
+        return _declare(self.module, name, self.type, [self.type] * nargs)
+
+
+class Epilogue:
+    """`value, row, col -> value` applied to every output element after the K reduction.
+
+    `emit(ctx, value, row, col)` builds the new value with `ctx.b` (an llvmlite IRBuilder)
+    and returns it; row and col are i64 (col is the first of the vector's columns). `params`
+    are extra arguments of the generated functions after `bias`, as (name, llvmlite type),
+    reachable through `ctx.arg(name)`. `prelude` is IR text appended to the module (helper
+    functions such as mathlib's, which the emitter may call after declaring them with the
+    same name: the declaration is dropped in favour of the definition)."""
+
+    def __init__(self, name, emit=None, params=(), prelude=""):
+        self.name = name
+        self._emit = emit
+        self.params = tuple(params)
+        self.prelude = prelude
+
+    def apply(self, ctx, value, row, col):
+        return value if self._emit is None else self._emit(ctx, value, row, col)
+
+    def __repr__(self):
+        return f"Epilogue({self.name!r})"
+
+
+def elementwise(name, fn, prelude=""):
+    """An epilogue that depends on the value only: fn(ctx, value) -> value."""
+    return Epilogue(name, lambda c, v, row, col: fn(c, v), prelude=prelude)
+
+
+def chain(*epilogues, name=None):
+    """Apply epilogues in order (their params are concatenated; names must not clash)."""
+    params, seen = [], set()
+    for e in epilogues:
+        for p in e.params:
+            if p[0] in seen:
+                raise ValueError(f"gemm.chain: parameter {p[0]!r} is declared by two epilogues")
+            seen.add(p[0])
+            params.append(p)
+
+    def emit(c, v, row, col):
+        for e in epilogues:
+            v = e.apply(c, v, row, col)
+        return v
+
+    return Epilogue(name or "+".join(e.name for e in epilogues), emit, params,
+                    "\n".join(e.prelude for e in epilogues if e.prelude))
+
+
+def _relu(c, v):
+    return c.b.select(c.b.fcmp_ordered(">", v, c.const(0.0)), v, c.const(0.0))
+
+
+def _add_bias(c, v, row, col):
+    return c.b.fadd(v, c.load(c.arg("bias"), col))
+
+
+def _add_residual(c, v, row, col):
+    idx = c.b.add(c.b.mul(row, c.arg("ldr")), col)
+    return c.b.fadd(v, c.load(c.arg("res"), idx))
+
+
+NONE = Epilogue("none")
+BIAS = Epilogue("bias", _add_bias)
+RELU = elementwise("relu", _relu)
+BIAS_RELU = chain(BIAS, RELU, name="bias_relu")
+# + res[row, col] with res a float* of row stride ldr (elements): the residual add.
+RESIDUAL = Epilogue("residual", _add_residual, params=(("res", F32P), ("ldr", I64)))
+
+
+# ----------------------------------------------------------------------------- IR pieces
+
+class _Loop:
+    """`for i in range(start, stop, step)` with a phi; use as a context manager."""
+
+    def __init__(self, b, start, stop, step=1, name="i"):
+        self.b, self.start, self.stop, self.step, self.name = b, start, stop, step, name
+
+    def __enter__(self):
+        b = self.b
+        pre = b.block
+        self.head = b.append_basic_block(self.name + ".head")
+        body = b.append_basic_block(self.name + ".body")
+        self.done = b.append_basic_block(self.name + ".done")
+        b.branch(self.head)
+        b.position_at_end(self.head)
+        self.i = b.phi(I64, name=self.name)
+        self.i.add_incoming(self.start, pre)
+        b.cbranch(b.icmp_signed("<", self.i, self.stop), body, self.done)
+        b.position_at_end(body)
+        return self.i
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            b = self.b
+            nxt = b.add(self.i, _i64(self.step), flags=["nsw"])
+            self.i.add_incoming(nxt, b.block)
+            b.branch(self.head)
+            b.position_at_end(self.done)
+        return False
+
+
+def _min(b, x, y):
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _ceil_div(b, x, d):
+    return b.sdiv(b.add(x, _i64(d - 1)), _i64(d))
+
+
+def _splat(b, x):
+    v = b.insert_element(ir.Constant(V8, ir.Undefined), x, ir.Constant(I32, 0))
+    return b.shuffle_vector(v, ir.Constant(V8, ir.Undefined), ir.Constant(ir.VectorType(I32, VW), [0] * VW))
+
+
+def _vload(b, ptr, offset, align):
+    return b.load(b.bitcast(b.gep(ptr, [_i64(offset)] if isinstance(offset, int) else [offset],
+                                  inbounds=True), V8P), align=align)
+
+
+def _vstore(b, value, ptr, offset, align):
+    idx = [_i64(offset)] if isinstance(offset, int) else [offset]
+    b.store(value, b.bitcast(b.gep(ptr, idx, inbounds=True), V8P), align=align)
+
+
+def _fn(module, name, params, ret=VOID, linkage="internal"):
+    f = ir.Function(module, ir.FunctionType(ret, [t for _, t in params]), name)
+    if linkage:
+        f.linkage = linkage
+    for a, (n, _) in zip(f.args, params):
+        a.name = n
+    return f, {n: a for a, (n, _) in zip(f.args, params)}
+
+
+class _Gen:
+    """Builds one gemm module (one epilogue, parallel or serial)."""
+
+    def __init__(self, name, epilogue, parallel, triple, layout):
+        self.name = name
+        self.epi = epilogue or NONE
+        self.parallel = parallel
+        self.m = ir.Module(name=name)
+        if triple:
+            self.m.triple = triple
+        if layout:
+            self.m.data_layout = layout
+        self.params = _BASE_PARAMS + self.epi.params
+        self.epi_names = ["bias"] + [n for n, _ in self.epi.params]
+        # ctx struct: base params, then the per-block state, then the epilogue params
+        self.fields = [n for n, _ in _BASE_PARAMS[:-1]] + ["Bp", "jc", "nc", "pc", "kc", "by_rows"] \
+            + self.epi_names
+        types = [t for _, t in _BASE_PARAMS[:-1]] + [F32P, I64, I64, I64, I64, I64] \
+            + [F32P] + [t for _, t in self.epi.params]
+        self.ctx_t = ir.LiteralStructType(types)
+        self.fma = _declare(self.m, "llvm.fma.v8f32", V8, [V8, V8, V8])
+        self.prefetch = _declare(self.m, "llvm.prefetch.p0", VOID, [I8P, I32, I32, I32])
+        self.aligned_alloc = ir.Function(self.m, ir.FunctionType(I8P, [I64, I64]), "aligned_alloc")
+        self.free = ir.Function(self.m, ir.FunctionType(VOID, [I8P]), "free")
+        if parallel:
+            self.pfor = ir.Function(self.m, ir.FunctionType(VOID, [TASK.as_pointer(), I8P, I64]),
+                                    "lucid_parallel_for")
+
+    # -- the micro-kernel ---------------------------------------------------------------
+    def kernel(self):
+        params = (("kc", I64), ("Ap", F32P), ("Bp", F32P), ("C", F32P), ("ldc", I64), ("mr", I64),
+                  ("nr", I64), ("row", I64), ("col", I64), ("first", I1), ("last", I1)) \
+            + (("bias", F32P),) + self.epi.params
+        f, a = _fn(self.m, self.name + ".kernel", params)
+        f.attributes.add("noinline")
+        f.attributes.add("nounwind")
+        for n in ("Ap", "Bp", "C"):
+            a[n].add_attribute("noalias")
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        # touch the C tile early: it is needed only after the k loop
+        for i in range(MR):
+            rowp = b.gep(a["C"], [b.mul(_i64(i), a["ldc"])], inbounds=True)
+            for off in (0, NR - 1):
+                p = b.bitcast(b.gep(rowp, [_i64(off)]), I8P)
+                b.call(self.prefetch, [p, ir.Constant(I32, 1), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+        zero = ir.Constant(V8, [0.0] * VW)
+        acc = [zero] * (2 * MR)
+        ap, bp = a["Ap"], a["Bp"]
+        trips = b.ashr(a["kc"], _i64(2))
+        acc, ap, bp = self._kloop(b, trips, acc, ap, bp, UNROLL, "k4")
+        rem = b.and_(a["kc"], _i64(UNROLL - 1))
+        acc, ap, bp = self._kloop(b, rem, acc, ap, bp, 1, "k1")
+        self._store_tile(b, f, a, acc)
+        b.ret_void()
+
+    def _kloop(self, b, trips, acc, ap, bp, unroll, name):
+        pre = b.block
+        head = b.append_basic_block(name + ".head")
+        body = b.append_basic_block(name + ".body")
+        done = b.append_basic_block(name + ".done")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64, name=name)
+        i.add_incoming(_i64(0), pre)
+        accp = []
+        for j, v in enumerate(acc):
+            p = b.phi(V8, name=f"c{j // 2}{j % 2}")
+            p.add_incoming(v, pre)
+            accp.append(p)
+        app = b.phi(F32P, name="ap")
+        app.add_incoming(ap, pre)
+        bpp = b.phi(F32P, name="bp")
+        bpp.add_incoming(bp, pre)
+        b.cbranch(b.icmp_signed("<", i, trips), body, done)
+        b.position_at_end(body)
+        cur = list(accp)
+        for u in range(unroll):
+            b0 = _vload(b, bpp, u * NR, 32)
+            b1 = _vload(b, bpp, u * NR + VW, 32)
+            for r in range(MR):
+                x = _splat(b, b.load(b.gep(app, [_i64(u * MR + r)], inbounds=True), align=4))
+                cur[2 * r] = b.call(self.fma, [x, b0, cur[2 * r]])
+                cur[2 * r + 1] = b.call(self.fma, [x, b1, cur[2 * r + 1]])
+        nap = b.gep(app, [_i64(unroll * MR)], inbounds=True)
+        nbp = b.gep(bpp, [_i64(unroll * NR)], inbounds=True)
+        latch = b.block
+        i.add_incoming(b.add(i, _i64(1), flags=["nsw"]), latch)
+        for p, v in zip(accp, cur):
+            p.add_incoming(v, latch)
+        app.add_incoming(nap, latch)
+        bpp.add_incoming(nbp, latch)
+        b.branch(head)
+        b.position_at_end(done)
+        return accp, app, bpp
+
+    def _epi_args(self, a):
+        return {n: a[n] for n in self.epi_names}
+
+    def _store_tile(self, b, f, a, acc):
+        full = b.and_(b.icmp_signed("==", a["mr"], _i64(MR)), b.icmp_signed("==", a["nr"], _i64(NR)))
+        with b.if_else(full) as (then, otherwise):
+            with then:
+                # four copies of the vector store, one per (first, last) combination
+                cases = [(True, True), (True, False), (False, True), (False, False)]
+                blocks = [f.append_basic_block(f"store.f{int(x)}l{int(y)}") for x, y in cases]
+                join = f.append_basic_block("store.join")
+                sel = b.add(b.zext(a["first"], I64), b.shl(b.zext(a["last"], I64), _i64(1)))
+                sw = b.switch(sel, blocks[3])
+                for (x, y), blk in zip(cases, blocks):
+                    sw.add_case(_i64(int(x) + 2 * int(y)), blk)
+                for (x, y), blk in zip(cases, blocks):
+                    b.position_at_end(blk)
+                    for r in range(MR):
+                        rowp = b.gep(a["C"], [b.mul(_i64(r), a["ldc"])], inbounds=True)
+                        for h in range(2):
+                            v = acc[2 * r + h]
+                            if not x:
+                                v = b.fadd(v, _vload(b, rowp, h * VW, 4))
+                            if y:
+                                ctx = EpilogueContext(b, self._epi_args(a), VW)
+                                v = self.epi.apply(ctx, v, b.add(a["row"], _i64(r)),
+                                                   b.add(a["col"], _i64(h * VW)))
+                            _vstore(b, v, rowp, h * VW, 4)
+                    b.branch(join)
+                b.position_at_end(join)
+            with otherwise:
+                with b.goto_entry_block():
+                    tile = b.alloca(ir.ArrayType(F32, MR * NR), name="tile")
+                    tile.align = 32
+                tp = b.bitcast(tile, F32P)
+                for j, v in enumerate(acc):
+                    _vstore(b, v, tp, (j // 2) * NR + (j % 2) * VW, 32)
+                with _Loop(b, _i64(0), a["mr"], name="er") as r:
+                    rowp = b.gep(a["C"], [b.mul(r, a["ldc"])], inbounds=True)
+                    with _Loop(b, _i64(0), a["nr"], name="ec") as c:
+                        v = b.load(b.gep(tp, [b.add(b.mul(r, _i64(NR)), c)], inbounds=True), align=4)
+                        cp = b.gep(rowp, [c], inbounds=True)
+                        # C is valid memory: reading it when `first` and discarding is harmless
+                        val = b.select(a["first"], v, b.fadd(v, b.load(cp, align=4)))
+                        with b.if_else(a["last"]) as (t3, o3):
+                            with t3:
+                                ctx = EpilogueContext(b, self._epi_args(a), 1)
+                                e = self.epi.apply(ctx, val, b.add(a["row"], r), b.add(a["col"], c))
+                                b.store(e, cp, align=4)
+                            with o3:
+                                b.store(val, cp, align=4)
+
+    # -- packing and the parallel tasks -------------------------------------------------
+    def _ctx(self, b, raw, names):
+        ctx = b.bitcast(raw, self.ctx_t.as_pointer())
+        out = {}
+        for n in names:
+            k = self.fields.index(n)
+            out[n] = b.load(b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True))
+        return out
+
+    def pack_b(self):
+        """Task over 16-column panels p: Bp[p*16*kc + k*16 + j] = B[pc + k, jc + 16p + j]."""
+        f, a = _fn(self.m, self.name + ".pack_b", (("ctx", I8P), ("begin", I64), ("end", I64)))
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        c = self._ctx(b, a["ctx"], ["B", "ldb", "Bp", "jc", "nc", "pc", "kc"])
+        kc, ldb = c["kc"], c["ldb"]
+        with _Loop(b, a["begin"], a["end"], name="p") as p:
+            col0 = b.mul(p, _i64(NR))
+            ncols = _min(b, _i64(NR), b.sub(c["nc"], col0))
+            dst = b.gep(c["Bp"], [b.mul(col0, kc)], inbounds=True)
+            src = b.gep(c["B"], [b.add(b.mul(c["pc"], ldb), b.add(c["jc"], col0))], inbounds=True)
+            with b.if_else(b.icmp_signed("==", ncols, _i64(NR))) as (full, edge):
+                with full:
+                    with _Loop(b, _i64(0), kc, name="k") as k:
+                        s = b.gep(src, [b.mul(k, ldb)], inbounds=True)
+                        d = b.gep(dst, [b.mul(k, _i64(NR))], inbounds=True)
+                        for h in range(2):
+                            _vstore(b, _vload(b, s, h * VW, 4), d, h * VW, 32)
+                with edge:
+                    zero = ir.Constant(V8, [0.0] * VW)
+                    with _Loop(b, _i64(0), kc, name="kz") as k:
+                        s = b.gep(src, [b.mul(k, ldb)], inbounds=True)
+                        d = b.gep(dst, [b.mul(k, _i64(NR))], inbounds=True)
+                        for h in range(2):
+                            _vstore(b, zero, d, h * VW, 32)
+                        with _Loop(b, _i64(0), ncols, name="j") as j:
+                            b.store(b.load(b.gep(s, [j], inbounds=True), align=4),
+                                    b.gep(d, [j], inbounds=True), align=4)
+        b.ret_void()
+
+    def _pack_a(self, b, dst, src, lda, mc, kc):
+        """Ap[q*6*kc + k*6 + i] = A[6q + i, k] for the mc x kc block at src (zero rows past mc)."""
+        with _Loop(b, _i64(0), _ceil_div(b, mc, MR), name="q") as q:
+            r0 = b.mul(q, _i64(MR))
+            nrows = _min(b, _i64(MR), b.sub(mc, r0))
+            d0 = b.gep(dst, [b.mul(r0, kc)], inbounds=True)
+            s0 = b.gep(src, [b.mul(r0, lda)], inbounds=True)
+            rows = [b.gep(s0, [b.mul(_i64(i), lda)], inbounds=True) for i in range(MR)]
+            with b.if_else(b.icmp_signed("==", nrows, _i64(MR))) as (full, edge):
+                with full:
+                    with _Loop(b, _i64(0), kc, name="ka") as k:
+                        d = b.gep(d0, [b.mul(k, _i64(MR))], inbounds=True)
+                        for i in range(MR):
+                            v = b.load(b.gep(rows[i], [k], inbounds=True), align=4)
+                            b.store(v, b.gep(d, [_i64(i)], inbounds=True), align=4)
+                with edge:
+                    with _Loop(b, _i64(0), kc, name="kae") as k:
+                        d = b.gep(d0, [b.mul(k, _i64(MR))], inbounds=True)
+                        for i in range(MR):
+                            b.store(ir.Constant(F32, 0.0), b.gep(d, [_i64(i)], inbounds=True), align=4)
+                        with _Loop(b, _i64(0), nrows, name="ia") as i:
+                            s = b.gep(s0, [b.add(b.mul(i, lda), k)], inbounds=True)
+                            b.store(b.load(s, align=4), b.gep(d, [i], inbounds=True), align=4)
+
+    def compute(self, kernel):
+        """Task over 6-row panels (by_rows) or 16-column panels of the current B block."""
+        f, a = _fn(self.m, self.name + ".compute", (("ctx", I8P), ("begin", I64), ("end", I64)))
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        abuf = b.alloca(ir.ArrayType(F32, MC * KC), name="abuf")
+        abuf.align = ALIGN
+        ap0 = b.bitcast(abuf, F32P)
+        c = self._ctx(b, a["ctx"], ["M", "K", "A", "lda", "C", "ldc", "Bp", "jc", "nc", "pc", "kc",
+                                    "by_rows"] + self.epi_names)
+        by_rows = b.icmp_signed("!=", c["by_rows"], _i64(0))
+        npan = _ceil_div(b, c["nc"], NR)
+        r0 = b.select(by_rows, b.mul(a["begin"], _i64(MR)), _i64(0))
+        r1 = b.select(by_rows, _min(b, b.mul(a["end"], _i64(MR)), c["M"]), c["M"])
+        p0 = b.select(by_rows, _i64(0), a["begin"])
+        p1 = b.select(by_rows, npan, a["end"])
+        kc = c["kc"]
+        first = b.icmp_signed("==", c["pc"], _i64(0))
+        last = b.icmp_signed(">=", b.add(c["pc"], kc), c["K"])
+        epi = [c[n] for n in self.epi_names]
+        with _Loop(b, r0, r1, MC, name="ic") as ic:
+            mc = _min(b, _i64(MC), b.sub(r1, ic))
+            asrc = b.gep(c["A"], [b.add(b.mul(ic, c["lda"]), c["pc"])], inbounds=True)
+            self._pack_a(b, ap0, asrc, c["lda"], mc, kc)
+            with _Loop(b, p0, p1, name="jp") as jp:
+                jr = b.mul(jp, _i64(NR))
+                nr = _min(b, _i64(NR), b.sub(c["nc"], jr))
+                bpanel = b.gep(c["Bp"], [b.mul(jr, kc)], inbounds=True)
+                col = b.add(c["jc"], jr)
+                with _Loop(b, _i64(0), mc, MR, name="ir") as ir_:
+                    mr = _min(b, _i64(MR), b.sub(mc, ir_))
+                    row = b.add(ic, ir_)
+                    cp = b.gep(c["C"], [b.add(b.mul(row, c["ldc"]), col)], inbounds=True)
+                    apanel = b.gep(ap0, [b.mul(ir_, kc)], inbounds=True)
+                    b.call(kernel, [kc, apanel, bpanel, cp, c["ldc"], mr, nr, row, col, first, last] + epi)
+        b.ret_void()
+
+    # -- the entry points ---------------------------------------------------------------
+    def _run(self, b, task, raw, n, parallel):
+        if parallel:
+            b.call(self.pfor, [task, raw, n])
+        else:
+            b.call(task, [raw, _i64(0), n])
+
+    def driver(self, name, pack_b, compute, parallel, linkage):
+        f, a = _fn(self.m, name, self.params, linkage=linkage)
+        f.attributes.add("nounwind")
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        M, N, K = a["M"], a["N"], a["K"]
+        with b.if_then(b.or_(b.icmp_signed("<=", M, _i64(0)), b.icmp_signed("<=", N, _i64(0)))):
+            b.ret_void()
+        ctxp = b.alloca(self.ctx_t, name="ctx")
+        raw = b.bitcast(ctxp, I8P)
+
+        def put(field, value):
+            k = self.fields.index(field)
+            b.store(value, b.gep(ctxp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True))
+
+        for n, _ in _BASE_PARAMS[:-1]:
+            put(n, a[n])
+        for n in self.epi_names:
+            put(n, a[n])
+        mpan = _ceil_div(b, M, MR)
+        put("by_rows", b.zext(b.icmp_signed(">=", mpan, _i64(8)), I64))
+        # the packed-B buffer: claim the module's cached one, or allocate our own
+        kcmax = _min(b, b.select(b.icmp_signed(">", K, _i64(0)), K, _i64(1)), _i64(KC))
+        ncmax = b.mul(_ceil_div(b, _min(b, N, _i64(NC)), NR), _i64(NR))
+        nbytes = b.mul(b.mul(kcmax, ncmax), _i64(4))
+        old = b.atomic_rmw("xchg", self.busy, ir.Constant(I32, 1), "acquire")
+        own = b.icmp_signed("==", old, ir.Constant(I32, 0))
+        with b.if_else(own) as (mine, other):
+            with mine:
+                with b.if_then(b.icmp_signed("<", b.load(self.bcap), nbytes)):
+                    b.call(self.free, [b.load(self.bbuf)])
+                    b.store(b.call(self.aligned_alloc, [_i64(ALIGN), nbytes]), self.bbuf)
+                    b.store(nbytes, self.bcap)
+                cached = b.load(self.bbuf)
+                blk_mine = b.block
+            with other:
+                fresh = b.call(self.aligned_alloc, [_i64(ALIGN), nbytes])
+                blk_other = b.block
+        buf = b.phi(I8P)
+        buf.add_incoming(cached, blk_mine)
+        buf.add_incoming(fresh, blk_other)
+        put("Bp", b.bitcast(buf, F32P))
+        with _Loop(b, _i64(0), N, NC, name="jc") as jc:
+            nc = _min(b, _i64(NC), b.sub(N, jc))
+            put("jc", jc)
+            put("nc", nc)
+            npan = _ceil_div(b, nc, NR)
+            units = b.select(b.icmp_signed(">=", mpan, _i64(8)), mpan, npan)
+            # do { ... } while (pc < K): K = 0 still runs one block, writing epilogue(0)
+            pre = b.block
+            body = b.append_basic_block("pc.body")
+            done = b.append_basic_block("pc.done")
+            b.branch(body)
+            b.position_at_end(body)
+            pc = b.phi(I64, name="pc")
+            pc.add_incoming(_i64(0), pre)
+            kc = _min(b, _i64(KC), b.sub(K, pc))
+            kc = b.select(b.icmp_signed("<", kc, _i64(0)), _i64(0), kc)
+            put("pc", pc)
+            put("kc", kc)
+            with b.if_then(b.icmp_signed(">", kc, _i64(0))):
+                self._run(b, pack_b, raw, npan, parallel)
+            self._run(b, compute, raw, units, parallel)
+            nxt = b.add(pc, _i64(KC))
+            pc.add_incoming(nxt, b.block)
+            b.cbranch(b.icmp_signed("<", nxt, K), body, done)
+            b.position_at_end(done)
+        with b.if_else(own) as (mine, other):
+            with mine:
+                b.store_atomic(ir.Constant(I32, 0), self.busy, "release", 4)
+            with other:
+                b.call(self.free, [buf])
+        b.ret_void()
+        return f
+
+    def batched(self, one, one_serial):
+        bp = (("batch", I64), ("M", I64), ("N", I64), ("K", I64), ("A", F32P), ("sA", I64), ("lda", I64),
+              ("B", F32P), ("sB", I64), ("ldb", I64), ("C", F32P), ("sC", I64), ("ldc", I64),
+              ("bias", F32P)) + self.epi.params
+        f, a = _fn(self.m, self.name + ".batched", bp, linkage=None)
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+
+        def call_one(fn, i, args):
+            off = lambda n: b.gep(args[n], [b.mul(i, args["s" + n])], inbounds=True)
+            b.call(fn, [args["M"], args["N"], args["K"], off("A"), args["lda"], off("B"), args["ldb"],
+                        off("C"), args["ldc"], args["bias"]] + [args[n] for n, _ in self.epi.params])
+
+        if self.parallel:
+            # a batch of small products runs one matrix per task, each single-threaded
+            st = ir.LiteralStructType([t for _, t in bp])
+            task, ta = _fn(self.m, self.name + ".batch_task", (("ctx", I8P), ("begin", I64), ("end", I64)))
+            tb = ir.IRBuilder(task.append_basic_block("entry"))
+            sp = tb.bitcast(ta["ctx"], st.as_pointer())
+            args = {n: tb.load(tb.gep(sp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True))
+                    for k, (n, _) in enumerate(bp)}
+            b_saved, b = b, tb
+            with _Loop(tb, ta["begin"], ta["end"], name="bt") as i:
+                call_one(one_serial, i, args)
+            tb.ret_void()
+            b = b_saved
+            flops = b.mul(b.mul(a["M"], a["N"]), b.mul(a["K"], _i64(2)))
+            small = b.and_(b.icmp_signed("<", flops, _i64(SMALL_BATCH_FLOPS)), b.icmp_signed(">", a["batch"], _i64(1)))
+            with b.if_then(small):
+                sptr = b.alloca(st)
+                for k, (n, _) in enumerate(bp):
+                    b.store(a[n], b.gep(sptr, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True))
+                b.call(self.pfor, [task, b.bitcast(sptr, I8P), a["batch"]])
+                b.ret_void()
+        with _Loop(b, _i64(0), a["batch"], name="bi") as i:
+            call_one(one, i, a)
+        b.ret_void()
+
+    def build(self):
+        def glob(name, typ, init):
+            g = ir.GlobalVariable(self.m, typ, f"{self.name}.{name}")
+            g.linkage = "internal"
+            g.initializer = ir.Constant(typ, init)
+            return g
+
+        self.bbuf = glob("bbuf", I8P, None)
+        self.bcap = glob("bcap", I64, 0)
+        self.busy = glob("busy", I32, 0)
+        self.kernel()
+        kernel = self.m.get_global(self.name + ".kernel")
+        self.pack_b()
+        pack_b = self.m.get_global(self.name + ".pack_b")
+        self.compute(kernel)
+        compute = self.m.get_global(self.name + ".compute")
+        one = self.driver(self.name, pack_b, compute, self.parallel, None)
+        serial = one
+        if self.parallel:
+            serial = self.driver(self.name + ".serial", pack_b, compute, False, "internal")
+        self.batched(one, serial)
+        return self.m
+
+
+def gemm_ir(name, epilogue=None, parallel=True, triple=None, data_layout=None):
+    """IR text of a module defining @name and @name.batched (see the module docstring).
+
+    `parallel=False` makes a module that does not need the runtime's thread pool."""
+    if triple is None or data_layout is None:
+        try:
+            from .llvm import llvm_target
+            triple, data_layout = llvm_target()
+        except ImportError:
+            pass
+    epilogue = epilogue or NONE
+    text = str(_Gen(name, epilogue, parallel, triple, data_layout).build())
+    if epilogue.prelude:
+        defined = set()
+        for line in epilogue.prelude.splitlines():
+            if line.startswith("define"):
+                defined.add(line.split("@", 1)[1].split("(", 1)[0].strip().strip('"'))
+        keep = [ln for ln in text.splitlines()
+                if not (ln.startswith("declare") and
+                        ln.split("@", 1)[1].split("(", 1)[0].strip().strip('"') in defined)]
+        text = "\n".join(keep) + "\n" + epilogue.prelude + "\n"
+    return text
+
+
+# ----------------------------------------------------------------------------- Python wrapper
+
+_CTYPE = {"ptr": ctypes.c_void_p, "i64": ctypes.c_int64, "i32": ctypes.c_int32,
+          "float": ctypes.c_float, "double": ctypes.c_double}
+_compiled = {}
+
+
+def _ctype(t):
+    return _CTYPE["ptr" if isinstance(t, ir.PointerType) else str(t)]
+
+
+def compiled(epilogue=None, parallel=True):
+    """(single, batched) ctypes functions of the gemm for `epilogue`, JIT-compiled once."""
+    epilogue = epilogue or NONE
+    key = (id(epilogue), parallel)
+    hit = _compiled.get(key)
+    if hit is None or hit[0] is not epilogue:
+        from .llvm import jit
+
+        name = f"lucid_gemm_{len(_compiled)}_{''.join(ch if ch.isalnum() else '_' for ch in epilogue.name)}"
+        mod = jit(gemm_ir(name, epilogue, parallel), name)
+        extra = [_ctype(t) for _, t in epilogue.params]
+        P, L = ctypes.c_void_p, ctypes.c_int64
+        one = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, L, P, L, P, *extra)(mod.address(name))
+        many = ctypes.CFUNCTYPE(None, L, L, L, L, P, L, L, P, L, L, P, L, L, P, *extra)(
+            mod.address(name + ".batched"))
+        hit = _compiled[key] = (epilogue, mod, one, many)
+    return hit[2], hit[3]
+
+
+def _rows(x, what):
+    """x as float32 with unit column stride (a copy only when that does not hold)."""
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"gemm.matmul: {what} must be float32, got {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(f"gemm.matmul: {what} must have at least 2 dimensions, got shape {x.shape}")
+    ok = (x.strides[-1] == 4 or x.shape[-1] <= 1) and all(s % 4 == 0 for s in x.strides) \
+        and (x.shape[-2] <= 1 or x.strides[-2] >= 4 * x.shape[-1])
+    if not ok:
+        x = np.ascontiguousarray(x)
+    return x
+
+
+def matmul(a, b, bias=None, epilogue=None, args=(), out=None, parallel=True):
+    """epilogue(a @ b) for float32 arrays through the JIT-compiled kernel (tests, benchmarks).
+
+    a is (..., M, K), b is (..., K, N) with equal (or one-sided) batch dimensions; rows may
+    be strided (views with a leading dimension larger than the row). `bias` (N,) is passed
+    to the epilogue (BIAS and BIAS_RELU read it); `args` are the epilogue's extra params
+    (numpy arrays are passed by address)."""
+    a, b = _rows(a, "a"), _rows(b, "b")
+    M, K = a.shape[-2:]
+    K2, N = b.shape[-2:]
+    if K != K2:
+        raise ValueError(f"gemm.matmul: shapes {a.shape} and {b.shape} are not aligned")
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    if out is None:
+        out = np.empty(batch + (M, N), np.float32)
+    elif out.shape != batch + (M, N) or out.dtype != np.float32 or out.strides[-1] != 4:
+        raise ValueError(f"gemm.matmul: out must be float32 {batch + (M, N)} with unit column stride")
+    if bias is not None:
+        bias = np.ascontiguousarray(bias, np.float32)
+        if bias.shape != (N,):
+            raise ValueError(f"gemm.matmul: bias must have shape ({N},), got {bias.shape}")
+    one, many = compiled(epilogue, parallel)
+    keep = [a, b, out, bias]
+    extra = []
+    for x in args:
+        if isinstance(x, np.ndarray):
+            keep.append(x)
+            extra.append(x.ctypes.data)
+        else:
+            extra.append(x)
+    bptr = None if bias is None else bias.ctypes.data
+    ld = lambda x: x.strides[-2] // 4 if x.shape[-2] > 1 else max(1, x.shape[-1])
+    if not batch:
+        one(M, N, K, a.ctypes.data, ld(a), b.ctypes.data, ld(b), out.ctypes.data, ld(out), bptr, *extra)
+        return out
+    nb = int(np.prod(batch))
+    a3 = np.broadcast_to(a, batch + a.shape[-2:]).reshape((-1,) + a.shape[-2:]) if a.shape[:-2] != batch \
+        or a.ndim != len(batch) + 2 else a.reshape((-1,) + a.shape[-2:])
+    b3 = np.broadcast_to(b, batch + b.shape[-2:]).reshape((-1,) + b.shape[-2:]) if b.shape[:-2] != batch \
+        or b.ndim != len(batch) + 2 else b.reshape((-1,) + b.shape[-2:])
+    o3 = out.reshape((nb, M, N))
+    keep += [a3, b3, o3]
+    stride = lambda x: x.strides[0] // 4 if x.shape[0] > 1 else 0
+    many(nb, M, N, K, a3.ctypes.data, stride(a3), ld(a3), b3.ctypes.data, stride(b3), ld(b3),
+         o3.ctypes.data, stride(o3), ld(o3), bptr, *extra)
+    return out
