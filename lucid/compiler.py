@@ -13,7 +13,7 @@ A training step (forward, `loss.backward()` or `lucid.grad`, `optimizer.step()`)
 becomes one graph whose `update` outputs are written back into those tensors after each
 call. Frozen params (not updated by the graph) are compiled in as constants; if one is
 reassigned later (`p.data = ...`, `load_state_dict`), the next call notices and rebuilds.
-Until native code generation lands, the optimised graph runs on the reference interpreter.
+The optimised graph becomes one native entry function (lucid.codegen.program).
 """
 import os
 import time
@@ -30,15 +30,22 @@ from .ir.trace import trace, unflatten
 from .tensor import Tensor
 
 
-def compile(model_or_fn, *, opt_level=2, debug_dir=None, verify=None):
+BACKENDS = ("native", "interpreter")
+
+
+def compile(model_or_fn, *, opt_level=2, debug_dir=None, verify=None, backend="native"):
     """Compile a module or function; see the module docstring.
 
     `debug_dir` (or the environment variable LUCID_DUMP) receives a dump of the graph
     before and after every pass and a summary of each build; `verify` checks the graph
-    after every pass (on by default when dumping)."""
+    after every pass (on by default when dumping). `backend="interpreter"` runs the
+    optimised graph on the numpy references instead of native code (for debugging)."""
     if not callable(model_or_fn):
         raise CompileError(f"lucid.compile needs a module or a function, got {type(model_or_fn).__name__}")
-    return CompiledFunction(model_or_fn, opt_level=opt_level, debug_dir=debug_dir, verify=verify)
+    if backend not in BACKENDS:
+        raise CompileError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return CompiledFunction(model_or_fn, opt_level=opt_level, debug_dir=debug_dir, verify=verify,
+                            backend=backend)
 
 
 # ---- what a function touches ---------------------------------------------------------------
@@ -153,6 +160,7 @@ class Build:
     tensors: dict = field(default_factory=dict)  # param name -> the tensor it reads / writes
     frozen: dict = field(default_factory=dict)  # param name -> the array compiled in
     debug_dir: str = None
+    program: object = None  # the NativeProgram (None with the interpreter backend)
 
     @property
     def updates(self):
@@ -182,8 +190,9 @@ class Build:
 class CompiledFunction:
     """What `lucid.compile` returns: call it like the original."""
 
-    def __init__(self, fn, opt_level=2, debug_dir=None, verify=None):
+    def __init__(self, fn, opt_level=2, debug_dir=None, verify=None, backend="native"):
         self.fn = fn
+        self.backend = backend
         self.opt_level = opt_level
         self.debug_dir = debug_dir or os.environ.get("LUCID_DUMP") or None
         self.verify = bool(self.debug_dir) if verify is None else verify
@@ -318,6 +327,12 @@ class CompiledFunction:
         build.phases["optimize"] = time.perf_counter() - t0
         build.passes = timing.records[1:]
         build.graph = graph
+        if self.backend == "native":
+            from .codegen.program import NativeProgram
+
+            t0 = time.perf_counter()
+            build.program = NativeProgram(graph, name=f"lucid_{len(self.builds)}")
+            build.phases["build"] = time.perf_counter() - t0
 
         build.tensors = dict(traced.meta.get("tensors", {}))
         updates = set(graph.meta.get("updates", ()))
@@ -343,7 +358,10 @@ class CompiledFunction:
         for name in updates:
             if name in params:
                 params[name] = build.tensors[name]._data
-        outs = _ParamInterpreter(graph, params).run(*arrays)
+        if build.program is not None:
+            outs = build.program.run(arrays, params)
+        else:
+            outs = _ParamInterpreter(graph, params).run(*arrays)
         n = len(outs) - len(updates)
         for name, value in zip(updates, outs[n:]):
             build.tensors[name]._data = np.asarray(value)

@@ -306,6 +306,7 @@ class _Gen:
         if parallel:
             self.pfor = ir.Function(self.m, ir.FunctionType(VOID, [TASK.as_pointer(), I8P, I64]),
                                     "lucid_parallel_for")
+            self.nthreads = ir.Function(self.m, ir.FunctionType(I32, []), "lucid_get_num_threads")
 
     # -- the micro-kernel ---------------------------------------------------------------
     def kernel(self):
@@ -551,7 +552,15 @@ class _Gen:
         for n in self.epi_names:
             put(n, a[n])
         mpan = _ceil_div(b, M, MR)
-        put("by_rows", b.zext(b.icmp_signed(">=", mpan, _i64(8)), I64))
+        # Split rows across threads when there are enough 6-row panels for an even split,
+        # else split the 16-column panels (each thread then packs all of the few rows of A).
+        if parallel:
+            nt = b.sext(b.call(self.nthreads, []), I64)
+            npan_all = _ceil_div(b, _min(b, N, _i64(NC)), NR)
+            by_rows = b.or_(b.icmp_signed(">=", mpan, b.mul(nt, _i64(4))), b.icmp_signed(">=", mpan, npan_all))
+        else:
+            by_rows = ir.Constant(I1, 1)
+        put("by_rows", b.zext(by_rows, I64))
         # the packed-B buffer: claim the module's cached one, or allocate our own
         kcmax = _min(b, b.select(b.icmp_signed(">", K, _i64(0)), K, _i64(1)), _i64(KC))
         ncmax = b.mul(_ceil_div(b, _min(b, N, _i64(NC)), NR), _i64(NR))
@@ -578,7 +587,7 @@ class _Gen:
             put("jc", jc)
             put("nc", nc)
             npan = _ceil_div(b, nc, NR)
-            units = b.select(b.icmp_signed(">=", mpan, _i64(8)), mpan, npan)
+            units = b.select(by_rows, mpan, npan)
             # do { ... } while (pc < K): K = 0 still runs one block, writing epilogue(0)
             pre = b.block
             body = b.append_basic_block("pc.body")
@@ -606,7 +615,7 @@ class _Gen:
         b.ret_void()
         return f
 
-    def batched(self, one, one_serial):
+    def batched(self, one):
         bp = (("batch", I64), ("M", I64), ("N", I64), ("K", I64), ("A", F32P), ("sA", I64), ("lda", I64),
               ("B", F32P), ("sB", I64), ("ldb", I64), ("C", F32P), ("sC", I64), ("ldc", I64),
               ("bias", F32P)) + self.epi.params
@@ -619,7 +628,8 @@ class _Gen:
                         off("C"), args["ldc"], args["bias"]] + [args[n] for n, _ in self.epi.params])
 
         if self.parallel:
-            # a batch of small products runs one matrix per task, each single-threaded
+            # a batch of small products runs one matrix per task; the pool runs the nested
+            # parallel loops of each product serially in its thread
             st = ir.LiteralStructType([t for _, t in bp])
             task, ta = _fn(self.m, self.name + ".batch_task", (("ctx", I8P), ("begin", I64), ("end", I64)))
             tb = ir.IRBuilder(task.append_basic_block("entry"))
@@ -628,7 +638,7 @@ class _Gen:
                     for k, (n, _) in enumerate(bp)}
             b_saved, b = b, tb
             with _Loop(tb, ta["begin"], ta["end"], name="bt") as i:
-                call_one(one_serial, i, args)
+                call_one(one, i, args)
             tb.ret_void()
             b = b_saved
             flops = b.mul(b.mul(a["M"], a["N"]), b.mul(a["K"], _i64(2)))
@@ -660,10 +670,7 @@ class _Gen:
         self.compute(kernel)
         compute = self.m.get_global(self.name + ".compute")
         one = self.driver(self.name, pack_b, compute, self.parallel, None)
-        serial = one
-        if self.parallel:
-            serial = self.driver(self.name + ".serial", pack_b, compute, False, "internal")
-        self.batched(one, serial)
+        self.batched(one)
         return self.m
 
 

@@ -3,15 +3,17 @@
 Why one engine: llvmlite's MCJIT takes ownership of its target machine, kernels call the
 shared runtime (`lucid_parallel_for`) by name, and worker threads of that runtime run
 code that must never be unmapped. So the process holds ONE target machine for the host
-(`get_host_cpu_name()` + `get_host_cpu_features()`, opt level 3, position-independent
-code, the JIT's large code model) and ONE MCJIT engine, created on first use and never
-disposed. The runtime module (lucid/codegen/runtime.py) is added to it before any kernel.
+(`get_host_cpu_name()` + `get_host_cpu_features()`, opt level 3, static relocations
+and the JIT's large code model, as numba does: sections may land anywhere in the address
+space) and ONE MCJIT engine, created on first use and never disposed. The runtime module (lucid/codegen/runtime.py) is added to it before any kernel.
 
 Every module takes one path: IR text -> parse -> verify -> O3 (new pass manager, loop and
 SLP vectorisation, host features) -> ELF object -> checked -> added to the engine. The
 object bytes are kept (`JitModule.object`), so the on-disk cache stores exactly what was
 loaded and `load_object` brings a cached kernel back without running LLVM's optimiser or
-code generator. Undefined symbols are checked before an object is added: MCJIT aborts
+code generator. (These objects suit this JIT, not a shared library: an AOT .so needs a
+`reloc="pic"`, `codemodel="small"` machine. PIC with the large model is not an option:
+MCJIT's loader resolves its GOTOFF64 relocations wrongly and the code crashes.) Undefined symbols are checked before an object is added: MCJIT aborts
 the whole process on a symbol it cannot resolve, lucid raises CompileError instead.
 
 Conventions for everyone who writes kernel IR text
@@ -66,7 +68,7 @@ class _Engine:
         self.tm = target.create_target_machine(
             cpu=llvm.get_host_cpu_name(),
             features=llvm.get_host_cpu_features().flatten(),
-            opt=3, reloc="pic", codemodel="jitdefault", jit=True)
+            opt=3, reloc="default", codemodel="jitdefault", jit=True)
         self.triple = self.tm.triple
         self.data_layout = str(self.tm.target_data)
         self.ee = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
@@ -215,11 +217,12 @@ def _verify_message(name, text, err):
         i = norm.get(_normalise(shown))
         if i is not None and i not in found:
             found.append(i)
-    where = "\n".join(_excerpt(lines, i) for i in found)
     head = err.strip().splitlines()[0] if err.strip() else "verification failed"
     msg = f"llvm module {name!r}: invalid LLVM IR: {head}"
     if found:
-        msg += f" (line {', '.join(map(str, found))})\n{where}"
+        found.sort()
+        where = "\n".join(_excerpt(lines, i) for i in found)
+        msg += f" (at line{'s' if len(found) > 1 else ''} {', '.join(map(str, found))})\n{where}"
     else:
         msg += "\n" + err.strip()
     return msg

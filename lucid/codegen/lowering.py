@@ -9,6 +9,8 @@ lowering in `KERNELS`. A test checks that every op in the registry has one or th
 """
 import math
 
+import numpy as np
+
 from ..dtypes import bool_
 from ..errors import CompileError
 from . import irutil as U
@@ -284,13 +286,6 @@ def _slice_scatter(E, node, idx):
         src_idx.append(E.clamp(q, n))
     v = E.value(g, tuple(src_idx))
     return b.select(inside, v, U.const(node.type.dtype, 0)) if inside is not None else v
-
-
-def _index_value(E, node, idx):
-    """An index tensor's element as i64, negative indices wrapped, clamped into range."""
-    b = E.b
-    v = node
-    return v
 
 
 def _wrapped(E, j, n):
@@ -726,3 +721,69 @@ def lowering_for(node):
     if node.op in ELEMENTAL or node.op in KERNELS:
         return True
     raise CompileError(f"no native lowering for op {node.op!r}")
+
+
+# ---- whole-kernel lowerings ---------------------------------------------------------------------
+
+def _argsort_kernel(mb, name, fn):
+    """argsort as ranks: element i of a row lands at position #{j: x[j] before x[i]}.
+
+    Stable (ties keep index order, descending too) and NaN sorts last ascending, first
+    descending, as the reference does. O(n^2) per row, rows in parallel."""
+    import llvmlite.ir as ir
+
+    from .elemental import Elemental
+
+    node = fn.compute_nodes[0]
+    src = node.inputs[0]
+    axis, descending = node.attrs["axis"], node.attrs["descending"]
+    shape = src.type.shape
+    n = shape[axis] if shape else 1
+    lead = shape[:axis] + shape[axis + 1:]
+    body = ir.Function(mb.module, ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64]), f"{name}.rows")
+    body.linkage = "internal"
+    b = ir.IRBuilder(body.append_basic_block("entry"))
+    ctx, begin, end = body.args
+    leaves, outp = mb.pointers(b, ctx, fn)
+    E = Elemental(b, mb.module, leaves)
+    dt = src.type.dtype
+    rank = U.entry_alloca(b, U.I64, "rank")
+
+    def before(xj, xi, j, i):
+        """Does x[j] (at j) come before x[i] (at i) in the sorted order?"""
+        if dt.is_float:
+            nan_j, nan_i = b.fcmp_unordered("uno", xj, xj), b.fcmp_unordered("uno", xi, xi)
+            less = b.fcmp_ordered(">" if descending else "<", xj, xi)
+            equal = b.or_(b.fcmp_ordered("==", xj, xi), b.and_(nan_j, nan_i))
+            # NaN is the largest value: last ascending, first descending.
+            nan_order = b.and_(nan_i, b.not_(nan_j)) if not descending else b.and_(nan_j, b.not_(nan_i))
+            less = b.or_(less, nan_order)
+        else:
+            cmp = ">" if descending else "<"
+            if dt.name == "bool":
+                xj, xi = b.zext(xj, U.I8), b.zext(xi, U.I8)
+            less = b.icmp_signed(cmp, xj, xi)
+            equal = b.icmp_signed("==", xj, xi)
+        tie = b.icmp_signed("<", j, i)  # stable: equal values keep their index order
+        return b.or_(less, b.and_(equal, tie))
+
+    with U.loop(b, end, start=begin, name="row") as r:
+        with E.scoped():
+            fixed = list(E.delinearize(r, lead))
+            with U.loop(b, U.i64(n), name="i") as i:
+                with E.scoped():
+                    at_i = tuple(fixed[:axis] + [i] + fixed[axis:]) if shape else ()
+                    xi = E.value(src, at_i)
+                    b.store(U.i64(0), rank)
+                    with U.loop(b, U.i64(n), name="j") as j:
+                        with E.scoped():
+                            xj = E.value(src, tuple(fixed[:axis] + [j] + fixed[axis:]) if shape else ())
+                            b.store(b.add(b.load(rank), b.zext(before(xj, xi, j, i), U.I64)), rank)
+                    at_out = tuple(fixed[:axis] + [b.load(rank)] + fixed[axis:]) if shape else ()
+                    U.store_elem(b, i, b.gep(outp, [E.linear(at_out, shape)], inbounds=True), node.type.dtype)
+    b.ret_void()
+    rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
+    return rows, body
+
+
+KERNELS["argsort"] = _argsort_kernel

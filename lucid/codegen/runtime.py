@@ -22,8 +22,9 @@ Design (why it cannot deadlock):
   bumping it to even. A worker registers in `active` and re-checks the generation before
   reading the job; the caller closes the job, then waits for `active` to drain before the
   next job's fields may be written (a seqlock-style handshake, all seq_cst on the counters).
-* Idle workers spin (pause, yielding now and then) for about SPIN_CYCLES TSC cycles, then
-  sleep on a condition variable; a publisher broadcasts only when someone sleeps.
+* Idle workers spin (pause) for about SPIN_CYCLES TSC cycles, then sleep on a condition
+  variable; a publisher broadcasts only when someone sleeps. With more threads than
+  cores they spin 16x shorter and yield the core while they spin.
 * After os.fork() the child has no workers: a fork hook resets the pool's state.
 
 Python side: `set_num_threads(n)` / `get_num_threads()`; the default is the environment
@@ -70,6 +71,7 @@ declare i32 @sched_yield()
 ; settings and pool size
 @nthreads = internal global i32 1, align 64
 @nworkers = internal global i32 0, align 4
+@ncpus = internal global i32 1, align 4
 ; hot counters, one cache line each
 @busy = internal global i32 0, align 64
 @gen = internal global i64 0, align 64
@@ -84,7 +86,8 @@ declare i32 @sched_yield()
 @job_chunks = internal global i64 0, align 8
 @job_threads = internal global i64 0, align 8
 
-define void @lucid_runtime_init() {{
+define void @lucid_runtime_init(i32 %ncpus) {{
+  store atomic i32 %ncpus, ptr @ncpus monotonic, align 4
   %1 = call i32 @pthread_mutex_init(ptr @mutex, ptr null)
   %2 = call i32 @pthread_cond_init(ptr @cond, ptr null)
   ret void
@@ -100,7 +103,8 @@ define void @lucid_runtime_after_fork() {{
   %g1 = add i64 %g, 1
   %even = and i64 %g1, -2
   store atomic i64 %even, ptr @gen seq_cst, align 8
-  call void @lucid_runtime_init()
+  %cpus = load atomic i32, ptr @ncpus monotonic, align 4
+  call void @lucid_runtime_init(i32 %cpus)
   ret void
 }}
 
@@ -156,13 +160,18 @@ out:
   ret void
 }}
 
-; wait until a job newer than %seen is open; returns its generation
+; wait until a job newer than %seen is open; returns its generation. Spin first (a
+; shorter while, yielding the core, when there are more threads than cores), then sleep.
 define internal i64 @wait_job(i64 %seen) {{
 entry:
   %t0 = call i64 @llvm.readcyclecounter()
+  %nt = load atomic i32, ptr @nthreads monotonic, align 4
+  %cpus = load atomic i32, ptr @ncpus monotonic, align 4
+  %over = icmp sgt i32 %nt, %cpus
+  %budget = select i1 %over, i64 {SPIN_CYCLES // 16}, i64 {SPIN_CYCLES}
   br label %spin
 spin:
-  %i = phi i64 [ 0, %entry ], [ %i1, %spin_again ], [ %i1, %clock ]
+  %i = phi i64 [ 0, %entry ], [ %i1, %spin_step ], [ %i1, %maybe_yield ], [ %i1, %yield ]
   %g = load atomic i64, ptr @gen acquire, align 8
   %odd = trunc i64 %g to i1
   %new = icmp ne i64 %g, %seen
@@ -173,17 +182,19 @@ spin_step:
   {pause}
   %m = and i64 %i1, 255
   %check = icmp eq i64 %m, 0
-  br i1 %check, label %clock, label %spin_again
-spin_again:
-  br label %spin
+  br i1 %check, label %clock, label %spin
 clock:
-  %y = call i32 @sched_yield()
   %t = call i64 @llvm.readcyclecounter()
   %el = sub i64 %t, %t0
-  %long = icmp ugt i64 %el, {SPIN_CYCLES}
+  %long = icmp ugt i64 %el, %budget
   %many = icmp ugt i64 %i1, {SPIN_CYCLES // 4}
   %stop = or i1 %long, %many
-  br i1 %stop, label %sleep, label %spin
+  br i1 %stop, label %sleep, label %maybe_yield
+maybe_yield:
+  br i1 %over, label %yield, label %spin
+yield:
+  %y = call i32 @sched_yield()
+  br label %spin
 sleep:
   %l = call i32 @pthread_mutex_lock(ptr @mutex)
   %s0 = atomicrmw add ptr @sleeping, i32 1 seq_cst
@@ -357,7 +368,7 @@ def _bind(module):
     """Called by llvm.py once the runtime module is in the engine."""
     _fns["set"] = module.cfunc("lucid_set_num_threads", None, ctypes.c_int32)
     _fns["get"] = module.cfunc("lucid_get_num_threads", ctypes.c_int32)
-    module.cfunc("lucid_runtime_init", None)()
+    module.cfunc("lucid_runtime_init", None, ctypes.c_int32)(max(1, os.cpu_count() or 1))
     after_fork = module.cfunc("lucid_runtime_after_fork", None)
     _fns["after_fork"] = after_fork
     if hasattr(os, "register_at_fork"):

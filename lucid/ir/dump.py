@@ -21,7 +21,6 @@ that name it, and a function that no call runs is drawn as a box of its own.
 import bisect
 import html
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -296,6 +295,7 @@ def to_svg(graph, title=None):
 CHAR_W = 6.7  # px per character of the 11px monospace font
 NODE_H, V_GAP, H_GAP, PAD, HEADER = 34, 30, 16, 12, 24
 MIN_W, MAX_CHARS = 70, 34
+SCAN = 48  # gaps looked at on each side of the wanted x before settling for a row's end
 
 
 def _clip(text, n=MAX_CHARS):
@@ -436,16 +436,20 @@ def _nearest_free(taken, x, w):
         return lo, hi
 
     start = bisect.bisect_left(taken, (x, x))
-    best = None
+    # the two ends of the row always fit; in a crowded row, do not look at more than SCAN gaps
+    ends = (taken[0][0] - H_GAP - w, taken[-1][1] + H_GAP) if taken else (x, x)
+    best = min(ends, key=lambda e: abs(e - x))
     for step in (-1, 1):
         g = start if step == 1 else start - 1
-        while 0 <= g <= len(taken):
+        for _ in range(SCAN):
+            if not 0 <= g <= len(taken):
+                break
             lo, hi = gap(g)
-            if best is not None and (lo - x if step == 1 else x - hi) > abs(best - x):
+            if (lo - x if step == 1 else x - hi) > abs(best - x):
                 break
             if lo <= hi:
                 cand = min(max(x, lo), hi)
-                if best is None or abs(cand - x) < abs(best - x):
+                if abs(cand - x) < abs(best - x):
                     best = cand
             g += step
     return best

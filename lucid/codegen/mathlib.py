@@ -1,0 +1,433 @@
+"""Vectorisable exp, log, tanh, sigmoid, erf and GELU as LLVM IR text (float32 and float64).
+
+Why: a fused elementwise kernel is a loop whose body calls these functions. libm calls
+stop LLVM's loop vectoriser; these bodies are `internal alwaysinline` and branch-free
+(fcmp/select, integer bit tricks on the float representation, `llvm.fma`, `llvm.fabs`,
+`llvm.copysign`), so after inlining the loop body is straight-line code that the loop
+vectoriser widens to AVX2 (8 floats or 4 doubles per instruction). No function touches
+memory, so the IR is the same with typed or opaque pointers.
+
+`math_ir(dtype)` returns the definitions (plus the intrinsic declarations they use) for a
+kernel module to paste in; `link_math(module_text)` does the pasting for a module that
+only *declares* the `@lucid_*` functions it calls (e.g. one printed by llvmlite.ir).
+
+Approximations (x the argument; "deg" counts the fitted polynomial's degree):
+
+exp   x = n*ln2 + r, n = rint(x*log2e) (fma with the 1.5*2^23 / 1.5*2^52 "shifter", so n
+      comes out in the low bits and needs no float->int conversion), r by two fmas with
+      ln2 split in hi+lo, |r| <= ln2/2. e^r = 1 + r + r^2*P(r), P deg 4 (f32) / 9 (f64).
+      2^n is applied as two exactly representable factors 2^n1 * 2^n2 (n1 = floor(n/2)),
+      so overflow gives inf and results in the subnormal range are rounded once.
+      x is clamped to [-104, 89] (f32) / [-746, 710] (f64): those saturate to 0 / inf.
+log   subnormal x is scaled by 2^23 (2^54) first. x = 2^e * m with m in [sqrt(1/2), sqrt 2)
+      (integer arithmetic on the bits), f = m - 1 (exact). f32: log1p(f) = f + f^2*(-1/2 +
+      f*P(f)), P deg 7. f64: s = f/(2+f), z = s^2, log1p(f) = f - (f^2/2 - s*(f^2/2 + z*S(z))),
+      S deg 6 (the classical atanh form). Result e*ln2 + log1p(f) with ln2 in hi+lo.
+tanh  |x| < 0.625 (f32) / 0.55 (f64): x + x^3*P(x^2), P deg 4 / 9. Otherwise
+      sign(x) * (1 - 2/(exp(2|x|) + 1)), which saturates to +-1 without overflow NaNs.
+sigmoid  t = exp(-|x|) in (0, 1]: 1/(1+t) for x >= 0, t/(1+t) for x < 0 (no overflow,
+      and sigmoid(-100) = 3.7e-44 comes out right as a subnormal).
+erf   |x| < 1: x*P(x^2), P deg 6 / 11. |x| >= 1: 1 - erfc(|x|) with
+      erfc(z) = exp(-z^2) * T(t) / (z + 3),  t = (z - 3)/(z + 3) = 1 - 6/(z + 3),
+      a Moebius change of variable that maps z in [1, inf) to t in [-1/2, 1), where
+      T(t) = erfcx(z)*(z+3) is smooth and tends to 1/sqrt(pi). T deg 8 (f32, relative
+      accuracy on all of [1, inf), which GELU's negative tail needs) / deg 11 (f64, absolute
+      accuracy of erf on z in [1, 6]; erf rounds to 1 beyond). z^2 is split exactly into
+      hi + lo with an fma, and exp(-hi-lo) = exp(-hi)*(1-lo).
+gelu  0.5*x*(1 + erf(x/sqrt2)) evaluated as 0.5*x*(2 - erfc(z)) or 0.5*x*erfc(-z) in the
+      tail, with z^2 = x^2/2 taken from the exact square of x, so the negative tail keeps
+      full relative accuracy down to the subnormal range.
+gelu_tanh  0.5*x*(1 + tanh(sqrt(2/pi)*(x + 0.044715 x^3))) = x*sigmoid(2*sqrt(2/pi)*(...)),
+      which avoids the cancellation 1 + tanh(-large).
+
+Coefficients: every table below was fitted here, by `derive()`: a linear Remez exchange
+(minimax with a weight that makes the error relative, or absolute where that is what
+matters) run in 45-digit mpmath arithmetic against mpmath's exp/log1p/atanh/tanh/erf/erfc,
+with the error extrema located on a dense Chebyshev-distributed grid of the interval, then
+rounded to float64 (and to float32 when emitted for f32). Degrees were chosen so that the
+approximation error is a small fraction of an ulp of the target type.
+"""
+import re
+import struct
+
+import numpy as np
+
+from ..errors import LucidError
+
+# ---- coefficient tables (from derive(); lowest degree first) -----------------------------
+_K = 3.0  # the erfc change of variable t = (z - K)/(z + K)
+
+_COEFFS = {}  # filled below: (name, dtype) -> tuple of floats
+
+
+# ---- a small text emitter ----------------------------------------------------------------
+_TYPES = {"f32": ("float", "i32", np.float32), "f64": ("double", "i64", np.float64)}
+
+
+def _lit(value, dtype):
+    """An LLVM float literal: the hex of the double with the exact value (f32: pre-rounded)."""
+    v = float(_TYPES[dtype][2](value))
+    return "0x%016X" % struct.unpack("<Q", struct.pack("<d", v))[0]
+
+
+class _Body:
+    """Builds one function body: each method emits an instruction and returns its name."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.ft, self.it, _ = _TYPES[dtype]
+        self.lines = []
+        self.count = 0
+        self.intrinsics = set()
+
+    def c(self, v):
+        return _lit(v, self.dtype)
+
+    def _emit(self, rhs):
+        self.count += 1
+        name = f"%t{self.count}"
+        self.lines.append(f"  {name} = {rhs}")
+        return name
+
+    def bin(self, op, a, b, ty=None):
+        return self._emit(f"{op} {ty or self.ft} {a}, {b}")
+
+    def add(self, a, b):
+        return self.bin("fadd", a, b)
+
+    def sub(self, a, b):
+        return self.bin("fsub", a, b)
+
+    def mul(self, a, b):
+        return self.bin("fmul", a, b)
+
+    def div(self, a, b):
+        return self.bin("fdiv", a, b)
+
+    def call(self, name, *args):
+        sfx = "f32" if self.ft == "float" else "f64"
+        self.intrinsics.add((name, len(args)))
+        params = ", ".join(f"{self.ft} {a}" for a in args)
+        return self._emit(f"call {self.ft} @llvm.{name}.{sfx}({params})")
+
+    def neg(self, a):
+        return self._emit(f"fneg {self.ft} {a}")
+
+    def fma(self, a, b, c):
+        return self.call("fma", a, b, c)
+
+    def fabs(self, a):
+        return self.call("fabs", a)
+
+    def copysign(self, mag, sign):
+        return self.call("copysign", mag, sign)
+
+    def cmp(self, pred, a, b):
+        return self._emit(f"fcmp {pred} {self.ft} {a}, {b}")
+
+    def select(self, cond, a, b, ty=None):
+        t = ty or self.ft
+        return self._emit(f"select i1 {cond}, {t} {a}, {t} {b}")
+
+    def to_int(self, a):
+        return self._emit(f"bitcast {self.ft} {a} to {self.it}")
+
+    def to_float(self, a):
+        return self._emit(f"bitcast {self.it} {a} to {self.ft}")
+
+    def iop(self, op, a, b):
+        return self.bin(op, a, b, ty=self.it)
+
+    def horner(self, coeffs, u):
+        p = self.c(coeffs[-1])
+        for ck in reversed(coeffs[:-1]):
+            p = self.fma(p, u, self.c(ck))
+        return p
+
+
+# ---- bodies (shared by the functions that compose them) ----------------------------------
+def _bits(dtype, v):
+    return int(np.array(v, _TYPES[dtype][2]).view(np.int32 if dtype == "f32" else np.int64))
+
+
+def _exp(b, x):
+    d = b.dtype
+    lo, hi, shift, bias, mbits, off = ((-104.0, 89.0, 1.5 * 2.0**23, 127, 23, 256) if d == "f32"
+                                       else (-746.0, 710.0, 1.5 * 2.0**52, 1023, 52, 2048))
+    ln2_hi = float(_TYPES[d][2](np.log(2.0)))
+    ln2_lo = float(np.float64(0.6931471805599453094172321) - ln2_hi) if d == "f32" else 2.3190468138462996e-17
+    xc = b.select(b.cmp("ogt", x, b.c(hi)), b.c(hi), x)
+    xc = b.select(b.cmp("olt", xc, b.c(lo)), b.c(lo), xc)
+    t = b.fma(xc, b.c(1.4426950408889634), b.c(shift))  # n in the low mantissa bits of t
+    nf = b.sub(t, b.c(shift))
+    r = b.fma(nf, b.c(-ln2_hi), xc)  # exact: |r| < 1/2 and a multiple of ulp(ln2_hi)
+    r = b.fma(nf, b.c(-ln2_lo), r)
+    p = b.horner(_COEFFS["exp", d], r)
+    s = b.fma(b.mul(r, r), p, r)
+    y = b.add(s, b.c(1.0))
+    n = b.iop("sub", b.to_int(t), str(_bits(d, shift)))
+    n1 = b.iop("sub", b.iop("lshr", b.iop("add", n, str(off)), "1"), str(off // 2))  # floor(n/2)
+    n2 = b.iop("sub", n, n1)
+    s1 = b.to_float(b.iop("shl", b.iop("add", n1, str(bias)), str(mbits)))
+    s2 = b.to_float(b.iop("shl", b.iop("add", n2, str(bias)), str(mbits)))
+    y = b.mul(b.mul(y, s1), s2)  # y*2^n1 is exact; the second product rounds once
+    return b.select(b.cmp("uno", x, x), x, y)
+
+
+def _log(b, x):
+    d = b.dtype
+    tiny, scale, mbits = (2.0**-126, 2.0**23, 23) if d == "f32" else (2.0**-1022, 2.0**54, 52)
+    sqrt_half = _bits(d, np.sqrt(0.5))
+    small = b.cmp("olt", x, b.c(tiny))
+    xs = b.select(small, b.mul(x, b.c(scale)), x)
+    ix = b.iop("sub", b.to_int(xs), str(sqrt_half))
+    m = b.to_float(b.iop("add", b.iop("and", ix, str((1 << mbits) - 1)), str(sqrt_half)))
+    f = b.sub(m, b.c(1.0))
+    if d == "f32":
+        e = b._emit(f"sitofp i32 {b.iop('ashr', ix, str(mbits))} to float")
+        q = b.fma(b.horner(_COEFFS["log", d], f), f, b.c(-0.5))
+        y = b.fma(b.mul(f, f), q, f)
+    else:
+        # e + 1100 >= 0 from a logical shift, then to double by the 2^52 magic (AVX2 has no
+        # vector i64 -> double conversion and no 64-bit arithmetic shift).
+        eb = b.iop("lshr", b.iop("add", ix, str(1100 << 52)), str(mbits))
+        e = b.sub(b.to_float(b.iop("add", eb, str(0x4330000000000000))), b.c(2.0**52 + 1100))
+        s = b.div(f, b.add(f, b.c(2.0)))
+        z = b.mul(s, s)
+        r = b.mul(z, b.horner(_COEFFS["log", d], z))
+        hfsq = b.mul(b.mul(f, f), b.c(0.5))
+        y = b.sub(f, b.sub(hfsq, b.mul(s, b.add(hfsq, r))))
+    e = b.sub(e, b.select(small, b.c(float(mbits if d == "f32" else 54)), b.c(0.0)))
+    ln2_hi = float(_TYPES[d][2](np.log(2.0)))
+    ln2_lo = (float(np.float64(0.6931471805599453094172321) - ln2_hi) if d == "f32"
+              else 2.3190468138462996e-17)
+    res = b.fma(e, b.c(ln2_hi), b.fma(e, b.c(ln2_lo), y))
+    res = b.select(b.cmp("oeq", x, b.c(np.inf)), b.c(np.inf), res)
+    res = b.select(b.cmp("oeq", x, b.c(0.0)), b.c(-np.inf), res)
+    return b.select(b.cmp("ult", x, b.c(0.0)), b.c(np.nan), res)  # x < 0 or NaN
+
+
+def _tanh(b, x):
+    d = b.dtype
+    cut = 0.625 if d == "f32" else 0.55
+    a = b.fabs(x)
+    u = b.mul(x, x)
+    small = b.fma(b.mul(x, u), b.horner(_COEFFS["tanh", d], u), x)
+    e = _exp(b, b.add(a, a))
+    big = b.sub(b.c(1.0), b.div(b.c(2.0), b.add(e, b.c(1.0))))
+    return b.select(b.cmp("olt", a, b.c(cut)), small, b.copysign(big, x))
+
+
+def _sigmoid(b, x):
+    t = _exp(b, b.neg(b.fabs(x)))
+    r = b.div(b.c(1.0), b.add(t, b.c(1.0)))
+    return b.select(b.cmp("oge", x, b.c(0.0)), r, b.mul(t, r))
+
+
+def _erfc_tail(b, z, h, l):
+    """erfc(z) for z >= 1, given z^2 = h + l exactly (|l| <= ulp(h)/2)."""
+    inv = b.div(b.c(1.0), b.add(z, b.c(_K)))
+    t = b.fma(b.c(-2.0 * _K), inv, b.c(1.0))
+    q = b.horner(_COEFFS["erfc", b.dtype], t)
+    e = _exp(b, b.neg(h))
+    e = b.fma(b.neg(e), l, e)
+    return b.mul(b.mul(e, inv), q)
+
+
+def _erf(b, x):
+    d = b.dtype
+    a = b.fabs(x)
+    small = b.mul(x, b.horner(_COEFFS["erf", d], b.mul(x, x)))
+    zmax = 12.0 if d == "f32" else 6.0
+    z = b.select(b.cmp("ogt", a, b.c(zmax)), b.c(zmax), a)
+    h = b.mul(z, z)
+    tail = b.sub(b.c(1.0), _erfc_tail(b, z, h, b.fma(z, z, b.neg(h))))
+    return b.select(b.cmp("olt", a, b.c(1.0)), small, b.copysign(tail, x))
+
+
+def _gelu(b, x):
+    a = b.fabs(x)
+    a = b.select(b.cmp("ogt", a, b.c(17.0)), b.c(17.0), a)  # erfc(17/sqrt2) underflows
+    h = b.mul(a, a)
+    l = b.fma(a, a, b.neg(h))
+    half_h, half_l = b.mul(h, b.c(0.5)), b.mul(l, b.c(0.5))  # z^2 = x^2/2, exactly
+    z = b.mul(x, b.c(0.7071067811865476))
+    small = b.fma(z, b.horner(_COEFFS["erf", b.dtype], half_h), b.c(1.0))  # 1 + erf(z)
+    erfc = _erfc_tail(b, b.fabs(z), half_h, half_l)
+    tail = b.select(b.cmp("olt", x, b.c(0.0)), erfc, b.sub(b.c(2.0), erfc))
+    phi2 = b.select(b.cmp("olt", a, b.c(1.4142135623730951)), small, tail)
+    y = b.mul(b.mul(x, b.c(0.5)), phi2)
+    return b.select(b.cmp("oeq", x, b.c(-np.inf)), b.c(-0.0), y)
+
+
+def _gelu_tanh(b, x):
+    k1 = 2.0 * np.sqrt(2.0 / np.pi)
+    v = b.mul(x, b.fma(b.mul(x, x), b.c(k1 * 0.044715), b.c(k1)))
+    y = b.mul(x, _sigmoid(b, v))
+    return b.select(b.cmp("oeq", x, b.c(-np.inf)), b.c(-0.0), y)
+
+
+_BODIES = {"exp": _exp, "log": _log, "tanh": _tanh, "sigmoid": _sigmoid, "erf": _erf,
+           "gelu": _gelu, "gelu_tanh": _gelu_tanh}
+_F64 = ("exp", "log", "tanh", "sigmoid", "erf")
+
+
+def functions(dtype="f32"):
+    """The names of the functions `math_ir(dtype)` defines (e.g. 'lucid_exp_f32')."""
+    dtype = _check_dtype(dtype)
+    return tuple(f"lucid_{k}_{dtype}" for k in (_BODIES if dtype == "f32" else _F64))
+
+
+def _check_dtype(dtype):
+    d = {"float32": "f32", "float64": "f64", "float": "f32", "double": "f64"}.get(str(dtype), str(dtype))
+    if d not in _TYPES:
+        raise LucidError(f"mathlib: dtype must be 'f32' or 'f64', got {dtype!r}")
+    return d
+
+
+def _define(kind, dtype):
+    b = _Body(dtype)
+    y = _BODIES[kind](b, "%x")
+    text = (f"define internal {b.ft} @lucid_{kind}_{dtype}({b.ft} %x) "
+            "alwaysinline nounwind willreturn memory(none) {\n"
+            + "\n".join(b.lines) + f"\n  ret {b.ft} {y}\n}}\n")
+    return text, {(name, n, b.ft) for name, n in b.intrinsics}
+
+
+def _declare(name, nargs, ft):
+    sfx = "f32" if ft == "float" else "f64"
+    return f"declare {ft} @llvm.{name}.{sfx}({', '.join([ft] * nargs)})"
+
+
+def math_ir(dtype="f32", pointers="opaque", only=None, declarations=True):
+    """LLVM IR text defining the math functions of `dtype` ('f32' or 'f64').
+
+    only: names to define (short 'exp' or full 'lucid_exp_f32'); default all of them.
+    declarations: also declare the llvm.* intrinsics the bodies call (leave False when
+    the module already declares them). `pointers` ('opaque' or 'typed') is accepted for
+    symmetry with the other emitters: no pointer type appears in these functions."""
+    if pointers not in ("opaque", "typed", None):
+        raise LucidError(f"mathlib: pointers must be 'opaque' or 'typed', got {pointers!r}")
+    dtype = _check_dtype(dtype)
+    kinds = [n[len("lucid_"):-len("_" + dtype)] for n in functions(dtype)]
+    if only is not None:
+        want = {re.sub(rf"^lucid_|_{dtype}$", "", n) for n in only}
+        bad = want - set(kinds)
+        if bad:
+            raise LucidError(f"mathlib: no {dtype} function(s) {sorted(bad)}; have {kinds}")
+        kinds = [k for k in kinds if k in want]
+    texts, intr = [], set()
+    for k in kinds:
+        text, used = _define(k, dtype)
+        texts.append(text)
+        intr |= used
+    decls = [_declare(*i) for i in sorted(intr)] if declarations else []
+    return "\n".join(texts + decls) + "\n"
+
+
+_DECL = re.compile(r'^declare[^@\n]*@"?(lucid_(\w+?)_(f32|f64))"?\(.*$', re.M)
+
+
+def link_math(module_text):
+    """Replace the `declare`s of @lucid_<fn>_<f32|f64> in a module's text by definitions,
+    and declare the llvm.* intrinsics they need unless the module already does."""
+    out, intr = module_text, set()
+    for m in list(_DECL.finditer(module_text)):
+        name, kind, dtype = m.groups()
+        if name not in functions(dtype):
+            raise LucidError(f"mathlib: module declares unknown math function @{name}")
+        text, used = _define(kind, dtype)
+        out = out.replace(m.group(0), text, 1)
+        intr |= used
+    for i in sorted(intr):
+        if not re.search(rf'@"?llvm\.{i[0]}\.{"f32" if i[2] == "float" else "f64"}"?\(', out):
+            out += "\n" + _declare(*i) + "\n"
+    return out
+
+
+# ---- how the coefficient tables were made (run once by hand; needs mpmath) ---------------
+# (table, dtype): (approximated function g(u), weight w(u), interval, degree). The fit
+# minimises max |w(u) * (g(u) - P(u))| over the interval; w makes the error of the final
+# function relative (or, for erfc_f64, the absolute error of erf).
+def _fit_specs(mp):
+    ln2h = mp.log(2) / 2 * mp.mpf("1.001")  # n = rint(x*log2e) may miss by an ulp
+    rt2 = mp.sqrt(2)
+    sq = mp.sqrt
+
+    def erfcx_k(t):  # T(t) = erfcx(z)*(z+K), z = K(1+t)/(1-t)
+        if t >= 1:
+            return 1 / sq(mp.pi)
+        z = _K * (1 + t) / (1 - t)
+        return mp.exp(z * z) * mp.erfc(z) * (z + _K)
+
+    def tanh_spec(cut, deg):
+        return (lambda u: (mp.tanh(sq(u)) - sq(u)) / sq(u) ** 3,
+                lambda u: sq(u) ** 3 / mp.tanh(sq(u)), (cut * cut * 1e-8, cut * cut), deg)
+
+    def erf_spec(deg):
+        return (lambda u: mp.erf(sq(u)) / sq(u), lambda u: sq(u) / mp.erf(sq(u)), (1e-30, 1.0), deg)
+
+    def z_of(t):
+        return _K * (1 + t) / (1 - t)
+
+    zmax = (rt2 - 1) / (rt2 + 1)
+    return {
+        ("exp", "f32"): (lambda r: (mp.exp(r) - 1 - r) / r**2, lambda r: r**2 / mp.exp(r), (-ln2h, ln2h), 4),
+        ("exp", "f64"): (lambda r: (mp.exp(r) - 1 - r) / r**2, lambda r: r**2 / mp.exp(r), (-ln2h, ln2h), 9),
+        ("log", "f32"): (lambda f: (mp.log1p(f) - f + f * f / 2) / f**3, lambda f: abs(f**3 / mp.log1p(f)),
+                         (1 / rt2 - 1, rt2 - 1), 7),
+        ("log", "f64"): (lambda z: (2 * mp.atanh(sq(z)) - 2 * sq(z)) / (sq(z) * z),
+                         lambda z: sq(z) * z / (2 * mp.atanh(sq(z))), (zmax**2 * 1e-8, zmax**2), 6),
+        ("tanh", "f32"): tanh_spec(mp.mpf("0.625"), 4),
+        ("tanh", "f64"): tanh_spec(mp.mpf("0.55"), 9),
+        ("erf", "f32"): erf_spec(6),
+        ("erf", "f64"): erf_spec(11),
+        ("erfc", "f32"): (erfcx_k, lambda t: 1 / erfcx_k(t), (-0.5, 1.0), 8),
+        ("erfc", "f64"): (erfcx_k, lambda t: mp.exp(-z_of(t) ** 2) / (z_of(t) + _K), (-0.5, 1 / mp.mpf(3)), 11),
+    }
+
+
+def _remez(mp, g, w, lo, hi, deg, grid=2000, iters=25):
+    """Linear minimax fit of sum c_k u^k to g with weight w on [lo, hi] (Remez exchange on a
+    grid). Returns (coefficients, max weighted error)."""
+    lo, hi = mp.mpf(lo), mp.mpf(hi)
+    xs = [lo] + [(lo + hi) / 2 - (hi - lo) / 2 * mp.cos(mp.pi * (i + 0.5) / grid) for i in range(grid)] + [hi]
+    gs, ws = [g(u) for u in xs], [w(u) for u in xs]
+    m = deg + 2
+    ref = [round((len(xs) - 1) * (1 - float(mp.cos(mp.pi * i / (m - 1)))) / 2) for i in range(m)]
+    best = None
+    for _ in range(iters):
+        a = mp.matrix([[xs[j] ** k for k in range(deg + 1)] + [(-1) ** i / ws[j]] for i, j in enumerate(ref)])
+        sol = mp.lu_solve(a, mp.matrix([gs[j] for j in ref]))
+        c, lev = [sol[k] for k in range(deg + 1)], abs(sol[deg + 1])
+        err = [ws[j] * (gs[j] - mp.polyval(c[::-1], xs[j])) for j in range(len(xs))]
+        emax = max(abs(e) for e in err)
+        if best is None or emax < best[1]:
+            best = (c, emax)
+        if emax <= lev * (1 + mp.mpf("1e-3")):
+            break
+        runs, start = [], 0  # one extremum per run of equal sign, then keep m alternating ones
+        for j in range(1, len(xs) + 1):
+            if j == len(xs) or (err[j] >= 0) != (err[start] >= 0):
+                runs.append(max(range(start, j), key=lambda k: abs(err[k])))
+                start = j
+        while len(runs) > m:
+            runs.pop(0 if abs(err[runs[0]]) < abs(err[runs[-1]]) else -1)
+        if len(runs) < m:
+            break
+        ref = runs
+    return best
+
+
+def derive(which=None, grid=2000):
+    """Re-run the fits; returns {(table, dtype): (coefficients as float64, max weighted error)}."""
+    import mpmath
+
+    mp = mpmath.mp.clone() if hasattr(mpmath.mp, "clone") else mpmath.mp
+    mp.dps = 45
+    out = {}
+    for key, (g, w, (lo, hi), deg) in _fit_specs(mp).items():
+        if which is None or key in which:
+            c, e = _remez(mp, g, w, lo, hi, deg, grid=grid)
+            out[key] = (tuple(float(v) for v in c), float(e))
+    return out

@@ -1,0 +1,265 @@
+"""A whole optimised graph as one native entry function over one pre-planned arena.
+
+`NativeProgram(graph)` emits one LLVM function per kernel (a fused function of the graph,
+or a single op) and `lucid_entry(inputs, outputs, params, arena)`, which calls the
+kernels in graph order with pointers into the arena that the memory plan laid out: no
+Python runs between kernels. Kernels loop over their output rows; big ones split the
+rows over the native thread pool (`lucid_parallel_for`). Identical kernels (a ResNet's
+repeated blocks) share one function.
+
+`run(inputs, params)` checks every input's shape and dtype before the native call.
+"""
+import ctypes
+import threading
+
+import llvmlite.ir as ir
+import numpy as np
+
+from ..errors import CompileError, DTypeError, ShapeError
+from ..ir.graph import CALL, SOURCE_OPS, Attrs, Graph, Node
+from . import irutil as U
+from .elemental import Elemental
+from .lowering import ELEMENTAL, KERNELS
+
+PARALLEL_MIN_ELEMENTS = 1 << 14  # below this a kernel runs on the calling thread only
+
+
+def _single_op_function(node, name):
+    """A one-op kernel as a function graph (constants inlined, other operands inputs)."""
+    env, inputs, body = {}, [], []
+    for i in node.inputs:
+        if i in env:
+            continue
+        if i.op == "constant":
+            env[i] = i
+            body.append(i)
+        else:
+            env[i] = Node("input", (), Attrs(), i.type, name=f"p{len(inputs)}")
+            inputs.append(env[i])
+    out = Node(node.op, tuple(env[i] for i in node.inputs), node.attrs, node.type)
+    operands = [i for i in dict.fromkeys(node.inputs) if i.op != "constant"]
+    return Graph(name, inputs, inputs + body + [out], [out]), operands
+
+
+def kernels_of(graph):
+    """(step node, function graph, operand nodes) for every compute node, in order."""
+    out = []
+    for node in graph.compute_nodes:
+        if node.op == CALL:
+            out.append((node, graph.functions[node.attrs["callee"]], list(node.inputs)))
+        else:
+            fn, operands = _single_op_function(node, node.op)
+            out.append((node, fn, operands))
+    return out
+
+
+def _kernel_key(fn):
+    text = str(Graph("k", fn.inputs, fn.nodes, fn.outputs))
+    return text
+
+
+class _ModuleBuilder:
+    def __init__(self, name):
+        self.module = ir.Module(name=name)
+        from .llvm import llvm_target
+
+        self.module.triple, self.module.data_layout = llvm_target()
+        self.parallel_for = None
+        self.kernel_names = {}
+
+    def runtime_parallel_for(self):
+        if self.parallel_for is None:
+            body_t = ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64]).as_pointer()
+            self.parallel_for = ir.Function(self.module, ir.FunctionType(U.VOID, [body_t, U.I8P, U.I64]),
+                                            "lucid_parallel_for")
+        return self.parallel_for
+
+    # ---- one kernel -------------------------------------------------------------------------
+    def kernel(self, fn):
+        key = _kernel_key(fn)
+        name = self.kernel_names.get(key)
+        if name is not None:
+            return name
+        name = f"k{len(self.kernel_names)}_{fn.name[:40]}"
+        self.kernel_names[key] = name
+        out = fn.outputs[0]
+        custom = [n for n in fn.compute_nodes if n.op in KERNELS]
+        if custom:
+            if len(fn.compute_nodes) != 1:
+                raise CompileError(f"{custom[0].op} cannot take fused epilogues (kernel {fn.name})")
+            rows, body = KERNELS[custom[0].op](self, name, fn)
+        else:
+            missing = sorted({n.op for n in fn.compute_nodes if n.op not in ELEMENTAL})
+            if missing:
+                raise CompileError(f"no native lowering for op(s) {', '.join(missing)}")
+            rows, body = self._elemental_body(name, fn, out)
+        self._dispatch(name, body, rows, out.type.size)
+        return name
+
+    def pointers(self, b, ctx, fn):
+        args = b.bitcast(ctx, U.I8P.as_pointer())
+        leaves = {}
+        for k, inp in enumerate(fn.inputs):
+            p = b.load(b.gep(args, [U.i64(k + 1)]))
+            leaves[inp] = b.bitcast(p, U.memory_type(inp.type.dtype).as_pointer())
+        outp = b.bitcast(b.load(b.gep(args, [U.i64(0)])), U.memory_type(fn.outputs[0].type.dtype).as_pointer())
+        return leaves, outp
+
+    def _elemental_body(self, name, fn, out):
+        body = ir.Function(self.module, ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64]), f"{name}.rows")
+        body.linkage = "internal"
+        b = ir.IRBuilder(body.append_basic_block("entry"))
+        ctx, begin, end = body.args
+        leaves, outp = self.pointers(b, ctx, fn)
+        E = Elemental(b, self.module, leaves)
+        shape = out.type.shape
+        lead, width = (shape[:-1], shape[-1]) if shape else ((), 1)
+        with U.loop(b, end, start=begin, name="row") as r:
+            with E.scoped():
+                row_idx = E.delinearize(r, lead)
+                base = b.mul(r, U.i64(width))
+                with U.loop(b, U.i64(width), name="col") as c:
+                    with E.scoped():
+                        idx = row_idx + (c,) if shape else ()
+                        v = E.value(out, idx)
+                        U.store_elem(b, v, b.gep(outp, [b.add(base, c)], inbounds=True), out.type.dtype)
+        b.ret_void()
+        rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
+        return rows, body
+
+    def _dispatch(self, name, body, rows, size):
+        kernel = ir.Function(self.module, ir.FunctionType(U.VOID, [U.I8P.as_pointer()]), name)
+        b = ir.IRBuilder(kernel.append_basic_block("entry"))
+        ctx = b.bitcast(kernel.args[0], U.I8P)
+        if size >= PARALLEL_MIN_ELEMENTS and rows > 1:
+            b.call(self.runtime_parallel_for(), [body, ctx, U.i64(rows)])
+        else:
+            b.call(body, [ctx, U.i64(0), U.i64(rows)])
+        b.ret_void()
+
+    # ---- the entry function -------------------------------------------------------------------
+    def entry(self, graph, steps, buffer_of, output_slot):
+        fnty = ir.FunctionType(U.VOID, [U.I8P.as_pointer()] * 3 + [U.I8P])
+        entry = ir.Function(self.module, fnty, "lucid_entry")
+        b = ir.IRBuilder(entry.append_basic_block("entry"))
+        inputs, outputs, params, arena = entry.args
+        input_pos = {n: k for k, n in enumerate(graph.inputs)}
+        param_pos = {n: k for k, n in enumerate(graph.param_nodes)}
+
+        def pointer(node):
+            if node in input_pos:
+                return b.load(b.gep(inputs, [U.i64(input_pos[node])]))
+            if node in param_pos:
+                return b.load(b.gep(params, [U.i64(param_pos[node])]))
+            if node in output_slot:
+                return b.load(b.gep(outputs, [U.i64(output_slot[node])]))
+            offset = buffer_of(node)
+            if offset is None:
+                raise CompileError(f"internal: no buffer planned for {node!r}")
+            return b.gep(arena, [U.i64(offset)])
+
+        for node, kernel_name, operands in steps:
+            kernel = self.module.globals[kernel_name]
+            args = U.entry_alloca(b, ir.ArrayType(U.I8P, len(operands) + 1), "args")
+            slots = [node] + operands
+            for k, n in enumerate(slots):
+                b.store(pointer(n), b.gep(args, [U.i64(0), U.i64(k)]))
+            b.call(kernel, [b.bitcast(args, U.I8P.as_pointer())])
+        b.ret_void()
+
+
+class NativeProgram:
+    """The compiled graph: call `run(inputs, params)` with numpy arrays."""
+
+    def __init__(self, graph, name="lucid_program"):
+        from .llvm import jit
+
+        self.graph = graph
+        plan = graph.meta.get("memory")
+        if plan is None:
+            from ..ir.passes.memory import memory_plan
+
+            plan = memory_plan(graph)
+        self.plan = plan
+        mb = _ModuleBuilder(name)
+        steps = []
+        for node, fn, operands in kernels_of(graph):
+            steps.append((node, mb.kernel(fn), operands))
+        self.output_slot = {}
+        for k, o in enumerate(graph.outputs):
+            if o.op not in SOURCE_OPS:
+                self.output_slot.setdefault(o, k)
+
+        def buffer_of(node):
+            hit = plan.buffer_of(node)
+            return None if hit is None else hit[0]
+
+        mb.entry(graph, steps, buffer_of, self.output_slot)
+        self.kernel_count = len(mb.kernel_names)
+        self.ir_text = _link_math(str(mb.module))
+        self._jit = jit(self.ir_text, name)
+        self._entry = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                       ctypes.c_void_p)(self._jit.address("lucid_entry"))
+        self._arena = np.empty(plan.arena_size + 64, dtype=np.uint8)
+        self._arena_ptr = (self._arena.ctypes.data + 63) // 64 * 64
+        self._lock = threading.Lock()
+        self._params = [None] * len(graph.param_nodes)
+        self._param_nodes = graph.param_nodes
+
+    def run(self, inputs, params):
+        """Run on `inputs` (arrays in graph-input order); `params` maps param names to arrays."""
+        graph = self.graph
+        if len(inputs) != len(graph.inputs):
+            raise ShapeError(f"{graph.name} takes {len(graph.inputs)} inputs, got {len(inputs)}")
+        arrays = []
+        for node, x in zip(graph.inputs, inputs):
+            arr = np.asarray(x)
+            if arr.shape != node.type.shape:
+                raise ShapeError(f"input %{node.name} expects shape {node.type.shape}, got {arr.shape}")
+            if arr.dtype != node.type.dtype.np:
+                raise DTypeError(f"input %{node.name} expects dtype {node.type.dtype}, got {arr.dtype}")
+            arrays.append(np.ascontiguousarray(arr))
+        param_arrays = []
+        for node in self._param_nodes:
+            arr = params.get(node.name)
+            if arr is None:
+                raise CompileError(f"no value for param %{node.name}")
+            arr = np.ascontiguousarray(arr, dtype=node.type.dtype.np)
+            if arr.shape != node.type.shape:
+                raise ShapeError(f"param %{node.name} expects shape {node.type.shape}, got {arr.shape}")
+            param_arrays.append(arr)
+        outs = [np.empty(o.type.shape, o.type.dtype.np) if o in self.output_slot else None
+                for o in graph.outputs]
+        for k, o in enumerate(graph.outputs):
+            if o in self.output_slot and self.output_slot[o] != k:
+                outs[k] = None
+        in_table = _table(arrays)
+        out_table = _table([a if a is not None else np.empty(0) for a in outs])
+        param_table = _table(param_arrays)
+        with self._lock:
+            self._entry(in_table.ctypes.data, out_table.ctypes.data, param_table.ctypes.data, self._arena_ptr)
+        result = []
+        by_node = {}
+        for k, o in enumerate(graph.outputs):
+            if outs[k] is not None:
+                by_node[o] = outs[k]
+        for o in graph.outputs:
+            if o in by_node:
+                result.append(by_node[o] if not any(r is by_node[o] for r in result) else by_node[o].copy())
+            elif o.op == "input":
+                result.append(arrays[graph.inputs.index(o)].copy())
+            elif o.op == "param":
+                result.append(param_arrays[self._param_nodes.index(o)].copy())
+            else:  # a constant
+                result.append(np.asarray(o.attrs["value"], dtype=o.type.dtype.np))
+        return result
+
+
+def _table(arrays):
+    return np.array([a.ctypes.data for a in arrays] or [0], dtype=np.uintp)
+
+
+def _link_math(text):
+    from .mathlib_glue import link_math
+
+    return link_math(text)
