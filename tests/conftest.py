@@ -1,6 +1,12 @@
 """Shared test fixtures: a seeded numpy generator, and torch when it is installed."""
+import os
+import tempfile
+
 import numpy as np
 import pytest
+
+# Compiled programs are cached on disk; the tests use a cache of their own.
+os.environ.setdefault("LUCID_CACHE_DIR", tempfile.mkdtemp(prefix="lucid-test-cache-"))
 
 
 @pytest.fixture

@@ -60,6 +60,8 @@ import ctypes
 import llvmlite.ir as ir
 import numpy as np
 
+from ..errors import DTypeError, ShapeError
+
 MR, NR = 6, 16
 KC, MC, NC = 256, 144, 4080
 VW = 8                       # floats per ymm vector
@@ -130,6 +132,16 @@ class EpilogueContext:
         v = self.b.insert_element(ir.Constant(self.type, ir.Undefined), x, ir.Constant(I32, 0))
         return self.b.shuffle_vector(v, ir.Constant(self.type, ir.Undefined),
                                      ir.Constant(ir.VectorType(I32, self.width), [0] * self.width))
+
+    def columns(self, col):
+        """The columns of the value's elements: col (width 1) or <col, col+1, ...> (i64s)."""
+        if self.width == 1:
+            return col
+        vt = ir.VectorType(I64, self.width)
+        v = self.b.insert_element(ir.Constant(vt, ir.Undefined), col, ir.Constant(I32, 0))
+        v = self.b.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
+                                  ir.Constant(ir.VectorType(I32, self.width), [0] * self.width))
+        return self.b.add(v, ir.Constant(vt, list(range(self.width))))
 
     def load(self, ptr, index):
         p = self.b.gep(ptr, [index], inbounds=True)
@@ -732,9 +744,9 @@ def _rows(x, what):
     """x as float32 with unit column stride (a copy only when that does not hold)."""
     x = np.asarray(x)
     if x.dtype != np.float32:
-        raise TypeError(f"gemm.matmul: {what} must be float32, got {x.dtype}")
+        raise DTypeError(f"gemm.matmul: {what} must be float32, got {x.dtype}")
     if x.ndim < 2:
-        raise ValueError(f"gemm.matmul: {what} must have at least 2 dimensions, got shape {x.shape}")
+        raise ShapeError(f"gemm.matmul: {what} must have at least 2 dimensions, got shape {x.shape}")
     ok = (x.strides[-1] == 4 or x.shape[-1] <= 1) and all(s % 4 == 0 for s in x.strides) \
         and (x.shape[-2] <= 1 or x.strides[-2] >= 4 * x.shape[-1])
     if not ok:
@@ -753,16 +765,16 @@ def matmul(a, b, bias=None, epilogue=None, args=(), out=None, parallel=True):
     M, K = a.shape[-2:]
     K2, N = b.shape[-2:]
     if K != K2:
-        raise ValueError(f"gemm.matmul: shapes {a.shape} and {b.shape} are not aligned")
+        raise ShapeError(f"gemm.matmul: shapes {a.shape} and {b.shape} are not aligned")
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     if out is None:
         out = np.empty(batch + (M, N), np.float32)
     elif out.shape != batch + (M, N) or out.dtype != np.float32 or out.strides[-1] != 4:
-        raise ValueError(f"gemm.matmul: out must be float32 {batch + (M, N)} with unit column stride")
+        raise ShapeError(f"gemm.matmul: out must be float32 {batch + (M, N)} with unit column stride")
     if bias is not None:
         bias = np.ascontiguousarray(bias, np.float32)
         if bias.shape != (N,):
-            raise ValueError(f"gemm.matmul: bias must have shape ({N},), got {bias.shape}")
+            raise ShapeError(f"gemm.matmul: bias must have shape ({N},), got {bias.shape}")
     one, many = compiled(epilogue, parallel)
     keep = [a, b, out, bias]
     extra = []

@@ -48,6 +48,7 @@ import llvmlite.binding as llvm
 from llvmlite.binding import ffi
 
 from ..errors import CompileError
+from . import runtime
 
 RUNTIME_MODULE = "lucid-runtime"
 
@@ -77,7 +78,7 @@ class _Engine:
         self.ee._owned = True
         self.exports = {}      # linked symbol name -> name of the module defining it
         self.by_digest = {}    # sha256 of IR text / object bytes -> JitModule
-        self.runtime_ready = False
+        self.runtime = None    # the runtime's JitModule, loaded before any kernel
 
 
 def _load_process_symbols():
@@ -101,15 +102,11 @@ def _engine():
     """The engine, with the runtime module loaded and the default thread count applied."""
     with _lock:
         eng = _raw_engine()
-        if not eng.runtime_ready:
-            from . import runtime
-
-            if RUNTIME_MODULE not in eng.exports.values():
-                rt = _add_object(eng, _compile(eng, runtime.runtime_ir(eng.triple), RUNTIME_MODULE),
-                                 RUNTIME_MODULE, digest=None)
-                runtime._bind(rt)
-            runtime.apply_default_num_threads()
-            eng.runtime_ready = True
+        if eng.runtime is None:
+            compiled = _compile(eng, runtime.runtime_ir(eng.triple), RUNTIME_MODULE)
+            eng.runtime = _add_object(eng, compiled, RUNTIME_MODULE, digest=None)
+            runtime._bind(eng.runtime)
+        runtime.apply_default_num_threads()  # raises on a bad LUCID_NUM_THREADS
         return eng
 
 

@@ -7,9 +7,9 @@ stop LLVM's loop vectoriser; these bodies are `internal alwaysinline` and branch
 vectoriser widens to AVX2 (8 floats or 4 doubles per instruction). No function touches
 memory, so the IR is the same with typed or opaque pointers.
 
-`math_ir(dtype)` returns the definitions (plus the intrinsic declarations they use) for a
-kernel module to paste in; `link_math(module_text)` does the pasting for a module that
-only *declares* the `@lucid_*` functions it calls (e.g. one printed by llvmlite.ir).
+`math_ir(dtype)` returns the definitions (plus the declarations of the llvm.* intrinsics
+they use) for a kernel module to link in or paste in (mathlib_glue.link_math links them
+into kernels that declare `@lucid_<fn>_<f32|f64>`).
 
 Approximations (x the argument; "deg" counts the fitted polynomial's degree):
 
@@ -57,7 +57,114 @@ from ..errors import LucidError
 # ---- coefficient tables (from derive(); lowest degree first) -----------------------------
 _K = 3.0  # the erfc change of variable t = (z - K)/(z + K)
 
-_COEFFS = {}  # filled below: (name, dtype) -> tuple of floats
+# (table, dtype) -> coefficients of P, lowest degree first (see _fit_specs for each P)
+_COEFFS = {
+    ("exp", "f32"): (  # max weighted error 3.08e-09
+        0.49999993412599236,
+        0.16666520107349475,
+        0.04166839418211614,
+        0.008368780460342914,
+        0.001381446887330142,
+    ),
+    ("exp", "f64"): (  # max weighted error 3.66e-18
+        0.5000000000000011,
+        0.1666666666666641,
+        0.04166666666652919,
+        0.008333333333495629,
+        0.0013888888943922619,
+        0.00019841269504752314,
+        2.4801492762801898e-05,
+        2.755758735567651e-06,
+        2.763037862226396e-07,
+        2.499996066492109e-08,
+    ),
+    ("log", "f32"): (  # max weighted error 5.83e-09
+        0.3333333170272577,
+        -0.250008210563636,
+        0.2000122705360518,
+        -0.16623356709848636,
+        0.14201755249613318,
+        -0.13160186118278908,
+        0.12761593465401058,
+        -0.07634505042676726,
+    ),
+    ("log", "f64"): (  # max weighted error 1.23e-18
+        0.6666666666666734,
+        0.39999999999416375,
+        0.28571428742015054,
+        0.2222219861084117,
+        0.18183562401759712,
+        0.15314098928422024,
+        0.1479547418483834,
+    ),
+    ("tanh", "f32"): (  # max weighted error 4.39e-09
+        -0.33333281948238697,
+        0.13331442234628313,
+        -0.053739714195890284,
+        0.020639078661222318,
+        -0.005704974162906974,
+    ),
+    ("tanh", "f64"): (  # max weighted error 2.00e-17
+        -0.33333333333332316,
+        0.13333333333168715,
+        -0.05396825387608273,
+        0.02186948597488453,
+        -0.008863194505084077,
+        0.003591719704310787,
+        -0.0014532167840772383,
+        0.0005791370786600529,
+        -0.00021030247473610082,
+        5.102151321823178e-05,
+    ),
+    ("erf", "f32"): (  # max weighted error 1.21e-09
+        1.1283791657267117,
+        -0.3761262582423206,
+        0.112835851485863,
+        -0.02685381193379089,
+        0.005188327682286106,
+        -0.0008010193590021039,
+        7.85386122211605e-05,
+    ),
+    ("erf", "f64"): (  # max weighted error 7.30e-18
+        1.1283791670955126,
+        -0.3761263890318352,
+        0.11283791670944185,
+        -0.02686617064311148,
+        0.005223977606118547,
+        -0.0008548325929317402,
+        0.00012055293576971665,
+        -1.492471230311617e-05,
+        1.6447131582266812e-06,
+        -1.6206313825552598e-07,
+        1.371098062574706e-08,
+        -7.779468815181768e-10,
+    ),
+    ("erfc", "f32"): (  # max weighted error 1.26e-08
+        1.074006894785544,
+        -0.8833945216014423,
+        0.5902295986738907,
+        -0.3104662365366837,
+        0.11950781920804977,
+        -0.026819147100469634,
+        -0.0011109384622898682,
+        0.002920502889549242,
+        -0.0006843954302854919,
+    ),
+    ("erfc", "f64"): (  # max weighted error 1.24e-18
+        1.0740069070883984,
+        -0.8833944531671744,
+        0.5902283571173913,
+        -0.3104672627780054,
+        0.11952774246460655,
+        -0.026827416665929926,
+        -0.0012134460732381245,
+        0.003030443638043394,
+        -0.0005560161592206855,
+        -0.0002849275552419992,
+        0.00010938013988390403,
+        4.667789324403959e-05,
+    ),
+}
 
 
 # ---- a small text emitter ----------------------------------------------------------------
@@ -323,26 +430,6 @@ def math_ir(dtype="f32", pointers="opaque", only=None, declarations=True):
         intr |= used
     decls = [_declare(*i) for i in sorted(intr)] if declarations else []
     return "\n".join(texts + decls) + "\n"
-
-
-_DECL = re.compile(r'^declare[^@\n]*@"?(lucid_(\w+?)_(f32|f64))"?\(.*$', re.M)
-
-
-def link_math(module_text):
-    """Replace the `declare`s of @lucid_<fn>_<f32|f64> in a module's text by definitions,
-    and declare the llvm.* intrinsics they need unless the module already does."""
-    out, intr = module_text, set()
-    for m in list(_DECL.finditer(module_text)):
-        name, kind, dtype = m.groups()
-        if name not in functions(dtype):
-            raise LucidError(f"mathlib: module declares unknown math function @{name}")
-        text, used = _define(kind, dtype)
-        out = out.replace(m.group(0), text, 1)
-        intr |= used
-    for i in sorted(intr):
-        if not re.search(rf'@"?llvm\.{i[0]}\.{"f32" if i[2] == "float" else "f64"}"?\(', out):
-            out += "\n" + _declare(*i) + "\n"
-    return out
 
 
 # ---- how the coefficient tables were made (run once by hand; needs mpmath) ---------------

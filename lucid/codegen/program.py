@@ -59,7 +59,8 @@ def _kernel_key(fn):
 
 
 class _ModuleBuilder:
-    def __init__(self, name):
+    def __init__(self, name, entry_name="lucid_entry"):
+        self.entry_name = entry_name
         self.module = ir.Module(name=name)
         from .llvm import llvm_target
 
@@ -129,6 +130,7 @@ class _ModuleBuilder:
 
     def _dispatch(self, name, body, rows, size):
         kernel = ir.Function(self.module, ir.FunctionType(U.VOID, [U.I8P.as_pointer()]), name)
+        kernel.linkage = "internal"
         b = ir.IRBuilder(kernel.append_basic_block("entry"))
         ctx = b.bitcast(kernel.args[0], U.I8P)
         if size >= PARALLEL_MIN_ELEMENTS and rows > 1:
@@ -140,7 +142,7 @@ class _ModuleBuilder:
     # ---- the entry function -------------------------------------------------------------------
     def entry(self, graph, steps, buffer_of, output_slot):
         fnty = ir.FunctionType(U.VOID, [U.I8P.as_pointer()] * 3 + [U.I8P])
-        entry = ir.Function(self.module, fnty, "lucid_entry")
+        entry = ir.Function(self.module, fnty, self.entry_name)
         b = ir.IRBuilder(entry.append_basic_block("entry"))
         inputs, outputs, params, arena = entry.args
         input_pos = {n: k for k, n in enumerate(graph.inputs)}
@@ -171,8 +173,9 @@ class _ModuleBuilder:
 class NativeProgram:
     """The compiled graph: call `run(inputs, params)` with numpy arrays."""
 
-    def __init__(self, graph, name="lucid_program"):
-        from .llvm import jit
+    def __init__(self, graph, name="lucid_program", use_cache=True):
+        from . import cache
+        from .llvm import jit, load_object
 
         self.graph = graph
         plan = graph.meta.get("memory")
@@ -181,14 +184,32 @@ class NativeProgram:
 
             plan = memory_plan(graph)
         self.plan = plan
-        mb = _ModuleBuilder(name)
-        steps = []
-        for node, fn, operands in kernels_of(graph):
-            steps.append((node, mb.kernel(fn), operands))
         self.output_slot = {}
         for k, o in enumerate(graph.outputs):
             if o.op not in SOURCE_OPS:
                 self.output_slot.setdefault(o, k)
+        self.key = cache.program_key(str(graph) + f"\n; arena {plan.arena_size}")
+        self.entry_name = f"lucid_entry_{self.key[:16]}"
+        data = cache.load(self.key) if use_cache else None
+        self.from_cache = data is not None
+        if data is not None:
+            self._jit = load_object(data, name)
+            self.kernel_count = None
+        else:
+            self.ir_text = self._emit(graph, name, plan)
+            self._jit = jit(self.ir_text, name)
+            if use_cache:
+                cache.store(self.key, self._jit.object)
+        self._entry = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                       ctypes.c_void_p)(self._jit.address(self.entry_name))
+        self._arena = np.empty(plan.arena_size + 64, dtype=np.uint8)
+        self._arena_ptr = (self._arena.ctypes.data + 63) // 64 * 64
+        self._lock = threading.Lock()
+        self._param_nodes = graph.param_nodes
+
+    def _emit(self, graph, name, plan):
+        mb = _ModuleBuilder(name, self.entry_name)
+        steps = [(node, mb.kernel(fn), operands) for node, fn, operands in kernels_of(graph)]
 
         def buffer_of(node):
             hit = plan.buffer_of(node)
@@ -196,15 +217,7 @@ class NativeProgram:
 
         mb.entry(graph, steps, buffer_of, self.output_slot)
         self.kernel_count = len(mb.kernel_names)
-        self.ir_text = _link_math(str(mb.module))
-        self._jit = jit(self.ir_text, name)
-        self._entry = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                       ctypes.c_void_p)(self._jit.address("lucid_entry"))
-        self._arena = np.empty(plan.arena_size + 64, dtype=np.uint8)
-        self._arena_ptr = (self._arena.ctypes.data + 63) // 64 * 64
-        self._lock = threading.Lock()
-        self._params = [None] * len(graph.param_nodes)
-        self._param_nodes = graph.param_nodes
+        return _link_math(str(mb.module))
 
     def run(self, inputs, params):
         """Run on `inputs` (arrays in graph-input order); `params` maps param names to arrays."""

@@ -31,6 +31,7 @@ Python side: `set_num_threads(n)` / `get_num_threads()`; the default is the envi
 variable LUCID_NUM_THREADS (a positive integer) or else os.cpu_count().
 """
 import ctypes
+import operator
 import os
 
 from ..errors import LucidError
@@ -39,6 +40,7 @@ MAX_THREADS = 1024
 SPIN_CYCLES = 1 << 18  # ~80 us at 3 GHz: covers the gap between consecutive kernels
 
 _fns = {}  # native entry points of the loaded runtime, bound by llvm.py
+_configured = []  # non-empty once the thread count was set (from the environment or by hand)
 
 
 def _pause(triple):
@@ -384,9 +386,13 @@ def _runtime():
 
 
 def _check_count(n, what):
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+    try:
+        count = None if isinstance(n, bool) else operator.index(n)
+    except TypeError:
+        count = None
+    if count is None or not 1 <= count <= MAX_THREADS:
         raise LucidError(f"{what} must be an integer in [1, {MAX_THREADS}], got {n!r}")
-    return n
+    return count
 
 
 def default_num_threads():
@@ -404,9 +410,9 @@ def default_num_threads():
 def apply_default_num_threads():
     """Size the pool from the environment unless set_num_threads already chose (llvm.py
     calls this at start-up; a bad LUCID_NUM_THREADS raises LucidError until fixed)."""
-    if not _fns.get("configured"):
+    if not _configured:
         _fns["set"](default_num_threads())
-        _fns["configured"] = True
+        _configured.append(True)
 
 
 def set_num_threads(n):
@@ -414,8 +420,8 @@ def set_num_threads(n):
 
     Workers are created when a parallel loop first needs them; lowering the count leaves
     the extra workers idle. Overrides LUCID_NUM_THREADS."""
-    _check_count(n, "set_num_threads(n): n")
-    _fns["configured"] = True
+    n = _check_count(n, "set_num_threads(n): n")
+    _configured.append(True)
     _runtime()["set"](n)
 
 

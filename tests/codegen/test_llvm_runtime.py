@@ -319,7 +319,7 @@ def test_object_code_round_trip_in_a_fresh_process(tmp_path):
 # ---------------------------------------------------------------------------- the pool
 
 def test_num_threads_round_trip_and_bad_values(restore_threads):
-    for n in (1, 3, 8, 2):
+    for n in (1, 3, 8, np.int64(5), 2):
         set_num_threads(n)
         assert get_num_threads() == n
     for bad in (0, -1, 1.5, True, "2", None, 10**6):

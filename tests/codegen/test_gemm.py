@@ -1,0 +1,219 @@
+"""The packed, register-blocked float32 gemm (lucid/codegen/gemm.py) against numpy."""
+import threading
+
+import numpy as np
+import pytest
+
+from lucid.codegen import gemm, runtime
+from lucid.codegen.llvm import asm
+
+EPS32 = np.finfo(np.float32).eps
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    before = runtime.get_num_threads()
+    runtime.set_num_threads(request.param)
+    yield request.param
+    runtime.set_num_threads(before)
+
+
+def _close(got, a, b, extra=None):
+    """float32 accumulation error bound: a few ulps per term of the K-long dot products."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    ref = a64 @ b64 if extra is None else extra(a64 @ b64)
+    k = a.shape[-1]
+    bound = 4 * (k + 2) * EPS32 * (np.abs(a64) @ np.abs(b64) + np.abs(ref)) + 1e-30
+    err = np.abs(got.astype(np.float64) - ref)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert np.all(err <= bound), f"max err {err.max()} (bound there {bound.flat[err.argmax()]})"
+
+
+def _mats(rng, m, n, k):
+    return (rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32))
+
+
+EDGE_SHAPES = [(1, 1, 1), (6, 16, 1), (5, 513, 7), (7, 17, 5), (12, 32, 256), (13, 33, 257),
+               (145, 20, 3), (2000, 3, 5), (3, 2000, 5), (4, 5, 3000), (1, 700, 40), (300, 1, 300),
+               (150, 4100, 9)]
+
+
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_shapes(rng, threads, shape):
+    a, b = _mats(rng, *shape)
+    _close(gemm.matmul(a, b), a, b)
+
+
+def test_random_small_shapes(rng, threads):
+    for _ in range(40):
+        m, n, k = rng.integers(1, 38, size=3)
+        a, b = _mats(rng, m, n, k)
+        _close(gemm.matmul(a, b), a, b)
+
+
+def test_empty_dimensions(rng):
+    a, b = _mats(rng, 4, 9, 0)
+    assert np.array_equal(gemm.matmul(a, b), np.zeros((4, 9), np.float32))
+    bias = rng.standard_normal(9).astype(np.float32)
+    np.testing.assert_array_equal(gemm.matmul(a, b, bias, gemm.BIAS), np.broadcast_to(bias, (4, 9)))
+    np.testing.assert_array_equal(gemm.matmul(a, b, bias, gemm.BIAS_RELU),
+                                  np.broadcast_to(np.maximum(bias, 0), (4, 9)))
+    assert gemm.matmul(*_mats(rng, 0, 5, 3)).shape == (0, 5)
+    assert gemm.matmul(*_mats(rng, 5, 0, 3)).shape == (5, 0)
+
+
+def test_strided_views(rng, threads):
+    """Leading dimensions larger than the rows: A, B and C are column slices of wider arrays."""
+    m, n, k = 37, 45, 300
+    big_a = rng.standard_normal((m, k + 11)).astype(np.float32)
+    big_b = rng.standard_normal((k, n + 7)).astype(np.float32)
+    big_c = np.full((m, n + 20), 7.0, np.float32)
+    a, b, c = big_a[:, 5:5 + k], big_b[:, 3:3 + n], big_c[:, 9:9 + n]
+    out = gemm.matmul(a, b, out=c)
+    assert out is c
+    _close(c, np.ascontiguousarray(a), np.ascontiguousarray(b))
+    assert np.all(big_c[:, :9] == 7.0) and np.all(big_c[:, 9 + n:] == 7.0)
+    # non-unit column strides are copied first
+    at = rng.standard_normal((k, m)).astype(np.float32).T
+    _close(gemm.matmul(at, b), np.ascontiguousarray(at), np.ascontiguousarray(b))
+
+
+@pytest.mark.parametrize("shape", [(50, 70, 600), (6, 16, 8), (7, 21, 300), (3, 1000, 20)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_builtin_epilogues(rng, threads, shape):
+    m, n, k = shape
+    a, b = _mats(rng, m, n, k)
+    bias = rng.standard_normal(n).astype(np.float32)
+    res = rng.standard_normal((m, n + 3)).astype(np.float32)
+    _close(gemm.matmul(a, b, epilogue=gemm.NONE), a, b)
+    _close(gemm.matmul(a, b, bias, gemm.BIAS), a, b, lambda y: y + bias)
+    _close(gemm.matmul(a, b, epilogue=gemm.RELU), a, b, lambda y: np.maximum(y, 0))
+    _close(gemm.matmul(a, b, bias, gemm.BIAS_RELU), a, b, lambda y: np.maximum(y + bias, 0))
+    _close(gemm.matmul(a, b, epilogue=gemm.RESIDUAL, args=(res, res.shape[1])), a, b,
+           lambda y: y + res[:, :n])
+
+
+_fused = gemm.chain(gemm.BIAS, gemm.RESIDUAL, gemm.RELU)
+
+
+def test_chained_epilogue(rng, threads):
+    a, b = _mats(rng, 40, 50, 270)
+    bias = rng.standard_normal(50).astype(np.float32)
+    res = rng.standard_normal((40, 50)).astype(np.float32)
+    _close(gemm.matmul(a, b, bias, _fused, args=(res, 50)), a, b, lambda y: np.maximum(y + bias + res, 0))
+
+
+def _position(c, v, row, col):
+    """2 v + 1000 row + col: not idempotent, and shows which element got which row and col."""
+    b = c.b
+    colv = b.sitofp(c.columns(col), c.type)
+    rowv = c.splat(b.sitofp(row, gemm.F32))
+    return b.fadd(b.fadd(b.fmul(v, c.const(2.0)), b.fmul(rowv, c.const(1000.0))), colv)
+
+
+_POSITION = gemm.Epilogue("position", _position)
+
+
+@pytest.mark.parametrize("k", [0, 1, 255, 256, 257, 700])
+def test_custom_epilogue_once_with_row_and_col(rng, threads, k):
+    """The epilogue runs once per element, after the whole K reduction (K spans several
+    KC blocks here), and sees the element's own row and column, in full and edge tiles."""
+    m, n = 20, 37
+    a, b = _mats(rng, m, n, k)
+    rows, cols = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
+    _close(gemm.matmul(a, b, epilogue=_POSITION), a, b, lambda y: 2 * y + 1000 * rows + cols)
+
+
+_ABS = gemm.elementwise("abs", lambda c, v: c.b.call(c.intrinsic("llvm.fabs"), [v]))
+_TWICE_PRELUDE = """define internal float @twice_f(float %x) alwaysinline {
+  %y = fmul float %x, 2.0
+  ret float %y
+}
+define internal <8 x float> @twice_v(<8 x float> %x) alwaysinline {
+  %y = fmul <8 x float> %x, <float 2.0, float 2.0, float 2.0, float 2.0, float 2.0, float 2.0, float 2.0, float 2.0>
+  ret <8 x float> %y
+}
+"""
+_TWICE = gemm.elementwise(
+    "twice", lambda c, v: c.b.call(c.function("twice_f" if c.width == 1 else "twice_v"), [v]),
+    prelude=_TWICE_PRELUDE)
+
+
+def test_elementwise_epilogues_with_intrinsics_and_prelude(rng):
+    a, b = _mats(rng, 19, 35, 40)
+    _close(gemm.matmul(a, b, epilogue=_ABS), a, b, np.abs)
+    _close(gemm.matmul(a, b, epilogue=_TWICE), a, b, lambda y: 2 * y)
+    text = gemm.gemm_ir("prelude_check", _TWICE)
+    assert "declare float @twice_f" not in text and "define internal float @twice_f" in text
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((3, 20, 30), (30, 40)), ((20, 30), (4, 30, 8)),
+                                             ((2, 3, 7, 9), (2, 3, 9, 5)), ((2, 1, 5, 6), (3, 6, 4)),
+                                             ((3, 130, 120), (3, 120, 110))])
+def test_batched(rng, threads, a_shape, b_shape):
+    a = rng.standard_normal(a_shape).astype(np.float32)
+    b = rng.standard_normal(b_shape).astype(np.float32)
+    got = gemm.matmul(a, b)
+    want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(a.shape[-1]))
+
+
+def test_batched_bias_shared(rng, threads):
+    a = rng.standard_normal((5, 9, 12)).astype(np.float32)
+    b = rng.standard_normal((5, 12, 7)).astype(np.float32)
+    bias = rng.standard_normal(7).astype(np.float32)
+    np.testing.assert_allclose(gemm.matmul(a, b, bias, gemm.BIAS_RELU), np.maximum(a @ b + bias, 0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_serial_module_needs_no_pool(rng):
+    """parallel=False declares no runtime symbol and computes the same result."""
+    text = gemm.gemm_ir("serial_check", parallel=False)
+    assert "lucid_parallel_for" not in text and "lucid_get_num_threads" not in text
+    a, b = _mats(rng, 70, 90, 300)
+    _close(gemm.matmul(a, b, parallel=False), a, b)
+
+
+def test_concurrent_callers(rng):
+    """Two host threads in the same kernel: one gets the cached pack buffer, one its own."""
+    pairs = [_mats(rng, 120, 300, 260) for _ in range(2)]
+    results, errors = [None, None], []
+
+    def work(i):
+        try:
+            for _ in range(15):
+                results[i] = gemm.matmul(*pairs[i])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+    for (a, b), got in zip(pairs, results):
+        _close(got, a, b)
+
+
+def test_micro_kernel_uses_ymm_fma():
+    text = asm(gemm.gemm_ir("asm_check"))
+    start = text.index('"asm_check.kernel":') if '"asm_check.kernel":' in text else text.index("asm_check.kernel:")
+    body = text[start:text.index(".Lfunc_end", start)]
+    fmas = [ln for ln in body.splitlines() if "vfmadd" in ln and "%ymm" in ln]
+    assert len(fmas) >= 2 * gemm.MR * gemm.UNROLL
+
+
+def test_bad_arguments(rng):
+    from lucid.errors import DTypeError, ShapeError
+
+    a, b = _mats(rng, 3, 4, 5)
+    with pytest.raises(ShapeError, match="not aligned"):
+        gemm.matmul(a, a)
+    with pytest.raises(DTypeError, match="float32"):
+        gemm.matmul(a.astype(np.float64), b)
+    with pytest.raises(ShapeError, match="bias"):
+        gemm.matmul(a, b, np.zeros(3, np.float32), gemm.BIAS)
+    with pytest.raises(ValueError, match="two epilogues"):
+        gemm.chain(gemm.RESIDUAL, gemm.RESIDUAL)
