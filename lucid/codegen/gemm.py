@@ -34,11 +34,15 @@ global, grown with aligned_alloc to the largest block seen, at most ~4 MiB, neve
 a call claims it with an atomic exchange, and a call that finds it claimed (two host threads
 calling the same kernel at once) allocates and frees its own.
 
-Threading: the outer loops run through `lucid_parallel_for(fn, ctx, n)` from the runtime
-module (declared here, defined once in the engine) when `parallel=True`; with
-`parallel=False` the same task functions are called directly over [0, n), so the module
-links without the runtime. Pass `parallel=False` for kernels that are themselves run inside
-a parallel loop (the pool is not re-entrant).
+Threading: with `parallel=True` the module declares the runtime's `lucid_parallel_for` and
+`lucid_get_num_threads` (defined once in the engine, see runtime.py). B is packed in
+parallel over its 16-column panels; the macro-kernel is split over 6-row panels of C, one
+contiguous range per thread (each thread packs its own A rows), or, when C has too few row
+panels for an even split (fewer than 4 per thread, and fewer than its column panels), over
+16-column panels (each thread then packs the few rows of A itself). The pool runs a nested
+call serially, so a gemm called from inside a parallel loop is simply single-threaded.
+`parallel=False` calls the same task functions directly over [0, n): such a module needs
+no runtime at all.
 
 Entry points of the module built by `gemm_ir(name, epilogue)` (pointers are float*, strides
 are in elements, all matrices row-major with unit column stride):
@@ -52,15 +56,16 @@ are in elements, all matrices row-major with unit column stride):
                        float* bias_or_null, <epilogue params>...)
         The same for `batch` matrices at the given batch strides (0 broadcasts an operand).
         Epilogue arguments are shared by every matrix of the batch; when they differ per
-        matrix (a batched residual), the caller loops over @name instead. Small matrices run
-        one per thread (parallel over the batch); large ones one after another, each parallel.
+        matrix (a batched residual), the caller loops over @name instead. Small products
+        (< SMALL_BATCH_FLOPS) run one matrix per thread (parallel over the batch); larger
+        ones one after another, each parallel inside.
 """
 import ctypes
 
 import llvmlite.ir as ir
 import numpy as np
 
-from ..errors import DTypeError, ShapeError
+from ..errors import CompileError, DTypeError, ShapeError
 
 MR, NR = 6, 16
 KC, MC, NC = 256, 144, 4080
@@ -193,7 +198,7 @@ def chain(*epilogues, name=None):
     for e in epilogues:
         for p in e.params:
             if p[0] in seen:
-                raise ValueError(f"gemm.chain: parameter {p[0]!r} is declared by two epilogues")
+                raise CompileError(f"gemm.chain: parameter {p[0]!r} is declared by two epilogues")
             seen.add(p[0])
             params.append(p)
 
@@ -207,7 +212,8 @@ def chain(*epilogues, name=None):
 
 
 def _relu(c, v):
-    return c.b.select(c.b.fcmp_ordered(">", v, c.const(0.0)), v, c.const(0.0))
+    """max(v, 0) with numpy's NaN propagation (NaN > 0 is "unordered", so NaN stays)."""
+    return c.b.select(c.b.fcmp_unordered(">", v, c.const(0.0)), v, c.const(0.0))
 
 
 def _add_bias(c, v, row, col):
@@ -306,9 +312,9 @@ class _Gen:
         self.params = _BASE_PARAMS + self.epi.params
         self.epi_names = ["bias"] + [n for n, _ in self.epi.params]
         # ctx struct: base params, then the per-block state, then the epilogue params
-        self.fields = [n for n, _ in _BASE_PARAMS[:-1]] + ["Bp", "jc", "nc", "pc", "kc", "by_rows"] \
-            + self.epi_names
-        types = [t for _, t in _BASE_PARAMS[:-1]] + [F32P, I64, I64, I64, I64, I64] \
+        self.fields = [n for n, _ in _BASE_PARAMS[:-1]] \
+            + ["Bp", "jc", "nc", "pc", "kc", "by_rows", "units", "grain", "next"] + self.epi_names
+        types = [t for _, t in _BASE_PARAMS[:-1]] + [F32P] + [I64] * 8 \
             + [F32P] + [t for _, t in self.epi.params]
         self.ctx_t = ir.LiteralStructType(types)
         self.fma = _declare(self.m, "llvm.fma.v8f32", V8, [V8, V8, V8])
@@ -340,9 +346,9 @@ class _Gen:
         zero = ir.Constant(V8, [0.0] * VW)
         acc = [zero] * (2 * MR)
         ap, bp = a["Ap"], a["Bp"]
-        trips = b.ashr(a["kc"], _i64(2))
+        trips = b.sdiv(a["kc"], _i64(UNROLL))
         acc, ap, bp = self._kloop(b, trips, acc, ap, bp, UNROLL, "k4")
-        rem = b.and_(a["kc"], _i64(UNROLL - 1))
+        rem = b.srem(a["kc"], _i64(UNROLL))
         acc, ap, bp = self._kloop(b, rem, acc, ap, bp, 1, "k1")
         self._store_tile(b, f, a, acc)
         b.ret_void()
@@ -503,24 +509,37 @@ class _Gen:
                             b.store(b.load(s, align=4), b.gep(d, [i], inbounds=True), align=4)
 
     def compute(self, kernel):
-        """Task over 6-row panels (by_rows) or 16-column panels of the current B block."""
+        """Task claiming `grain` units at a time from the shared counter `next` until all
+        `units` are done: 6-row panels of C (by_rows) or 16-column panels of the B block.
+        Claiming (rather than a fixed split) keeps both cores busy when one is slowed."""
         f, a = _fn(self.m, self.name + ".compute", (("ctx", I8P), ("begin", I64), ("end", I64)))
         b = ir.IRBuilder(f.append_basic_block("entry"))
         abuf = b.alloca(ir.ArrayType(F32, MC * KC), name="abuf")
         abuf.align = ALIGN
         ap0 = b.bitcast(abuf, F32P)
         c = self._ctx(b, a["ctx"], ["M", "K", "A", "lda", "C", "ldc", "Bp", "jc", "nc", "pc", "kc",
-                                    "by_rows"] + self.epi_names)
+                                    "by_rows", "units", "grain"] + self.epi_names)
+        nextp = b.gep(b.bitcast(a["ctx"], self.ctx_t.as_pointer()),
+                      [ir.Constant(I32, 0), ir.Constant(I32, self.fields.index("next"))], inbounds=True)
         by_rows = b.icmp_signed("!=", c["by_rows"], _i64(0))
         npan = _ceil_div(b, c["nc"], NR)
-        r0 = b.select(by_rows, b.mul(a["begin"], _i64(MR)), _i64(0))
-        r1 = b.select(by_rows, _min(b, b.mul(a["end"], _i64(MR)), c["M"]), c["M"])
-        p0 = b.select(by_rows, _i64(0), a["begin"])
-        p1 = b.select(by_rows, npan, a["end"])
         kc = c["kc"]
         first = b.icmp_signed("==", c["pc"], _i64(0))
         last = b.icmp_signed(">=", b.add(c["pc"], kc), c["K"])
         epi = [c[n] for n in self.epi_names]
+        claim = b.append_basic_block("claim")
+        work = b.append_basic_block("work")
+        out = b.append_basic_block("out")
+        b.branch(claim)
+        b.position_at_end(claim)
+        start = b.atomic_rmw("add", nextp, c["grain"], "monotonic")
+        b.cbranch(b.icmp_signed(">=", start, c["units"]), out, work)
+        b.position_at_end(work)
+        stop = _min(b, b.add(start, c["grain"]), c["units"])
+        r0 = b.select(by_rows, b.mul(start, _i64(MR)), _i64(0))
+        r1 = b.select(by_rows, _min(b, b.mul(stop, _i64(MR)), c["M"]), c["M"])
+        p0 = b.select(by_rows, _i64(0), start)
+        p1 = b.select(by_rows, npan, stop)
         with _Loop(b, r0, r1, MC, name="ic") as ic:
             mc = _min(b, _i64(MC), b.sub(r1, ic))
             asrc = b.gep(c["A"], [b.add(b.mul(ic, c["lda"]), c["pc"])], inbounds=True)
@@ -536,6 +555,8 @@ class _Gen:
                     cp = b.gep(c["C"], [b.add(b.mul(row, c["ldc"]), col)], inbounds=True)
                     apanel = b.gep(ap0, [b.mul(ir_, kc)], inbounds=True)
                     b.call(kernel, [kc, apanel, bpanel, cp, c["ldc"], mr, nr, row, col, first, last] + epi)
+        b.branch(claim)
+        b.position_at_end(out)
         b.ret_void()
 
     # -- the entry points ---------------------------------------------------------------
@@ -566,8 +587,8 @@ class _Gen:
         mpan = _ceil_div(b, M, MR)
         # Split rows across threads when there are enough 6-row panels for an even split,
         # else split the 16-column panels (each thread then packs all of the few rows of A).
+        nt = b.sext(b.call(self.nthreads, []), I64) if parallel else _i64(1)
         if parallel:
-            nt = b.sext(b.call(self.nthreads, []), I64)
             npan_all = _ceil_div(b, _min(b, N, _i64(NC)), NR)
             by_rows = b.or_(b.icmp_signed(">=", mpan, b.mul(nt, _i64(4))), b.icmp_signed(">=", mpan, npan_all))
         else:
@@ -600,6 +621,12 @@ class _Gen:
             put("nc", nc)
             npan = _ceil_div(b, nc, NR)
             units = b.select(by_rows, mpan, npan)
+            put("units", units)
+            # about four claims per thread; a row claim is at most one MC block
+            claims = b.mul(nt, _i64(4))
+            grain = b.sdiv(b.add(units, b.sub(claims, _i64(1))), claims)
+            grain = b.select(by_rows, _min(b, grain, _i64(MC // MR)), grain)
+            put("grain", grain)
             # do { ... } while (pc < K): K = 0 still runs one block, writing epilogue(0)
             pre = b.block
             body = b.append_basic_block("pc.body")
@@ -614,7 +641,8 @@ class _Gen:
             put("kc", kc)
             with b.if_then(b.icmp_signed(">", kc, _i64(0))):
                 self._run(b, pack_b, raw, npan, parallel)
-            self._run(b, compute, raw, units, parallel)
+            put("next", _i64(0))
+            self._run(b, compute, raw, nt, parallel)
             nxt = b.add(pc, _i64(KC))
             pc.add_incoming(nxt, b.block)
             b.cbranch(b.icmp_signed("<", nxt, K), body, done)
@@ -795,8 +823,12 @@ def matmul(a, b, bias=None, epilogue=None, args=(), out=None, parallel=True):
     b3 = np.broadcast_to(b, batch + b.shape[-2:]).reshape((-1,) + b.shape[-2:]) if b.shape[:-2] != batch \
         or b.ndim != len(batch) + 2 else b.reshape((-1,) + b.shape[-2:])
     o3 = out.reshape((nb, M, N))
+    if not np.shares_memory(o3, out):  # a strided `out` the reshape had to copy
+        o3 = np.empty((nb, M, N), np.float32)
     keep += [a3, b3, o3]
     stride = lambda x: x.strides[0] // 4 if x.shape[0] > 1 else 0
     many(nb, M, N, K, a3.ctypes.data, stride(a3), ld(a3), b3.ctypes.data, stride(b3), ld(b3),
          o3.ctypes.data, stride(o3), ld(o3), bptr, *extra)
+    if not np.shares_memory(o3, out):
+        out[...] = o3.reshape(out.shape)
     return out

@@ -22,6 +22,7 @@ from .elemental import Elemental
 from .lowering import ELEMENTAL, KERNELS
 
 PARALLEL_MIN_ELEMENTS = 1 << 14  # below this a kernel runs on the calling thread only
+_LOADED = {}  # program key -> JitModule already in this process's engine
 
 
 def _single_op_function(node, name):
@@ -190,16 +191,20 @@ class NativeProgram:
                 self.output_slot.setdefault(o, k)
         self.key = cache.program_key(str(graph) + f"\n; arena {plan.arena_size}")
         self.entry_name = f"lucid_entry_{self.key[:16]}"
-        data = cache.load(self.key) if use_cache else None
-        self.from_cache = data is not None
-        if data is not None:
+        loaded = _LOADED.get(self.key)
+        data = cache.load(self.key) if use_cache and loaded is None else None
+        self.from_cache = loaded is not None or data is not None
+        self.kernel_count = None
+        if loaded is not None:
+            self._jit = loaded
+        elif data is not None:
             self._jit = load_object(data, name)
-            self.kernel_count = None
         else:
             self.ir_text = self._emit(graph, name, plan)
             self._jit = jit(self.ir_text, name)
             if use_cache:
                 cache.store(self.key, self._jit.object)
+        _LOADED[self.key] = self._jit
         self._entry = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                        ctypes.c_void_p)(self._jit.address(self.entry_name))
         self._arena = np.empty(plan.arena_size + 64, dtype=np.uint8)
@@ -231,13 +236,13 @@ class NativeProgram:
                 raise ShapeError(f"input %{node.name} expects shape {node.type.shape}, got {arr.shape}")
             if arr.dtype != node.type.dtype.np:
                 raise DTypeError(f"input %{node.name} expects dtype {node.type.dtype}, got {arr.dtype}")
-            arrays.append(np.ascontiguousarray(arr))
+            arrays.append(_contiguous(arr))
         param_arrays = []
         for node in self._param_nodes:
             arr = params.get(node.name)
             if arr is None:
                 raise CompileError(f"no value for param %{node.name}")
-            arr = np.ascontiguousarray(arr, dtype=node.type.dtype.np)
+            arr = _contiguous(np.asarray(arr, dtype=node.type.dtype.np))
             if arr.shape != node.type.shape:
                 raise ShapeError(f"param %{node.name} expects shape {node.type.shape}, got {arr.shape}")
             param_arrays.append(arr)
@@ -266,6 +271,11 @@ class NativeProgram:
             else:  # a constant
                 result.append(np.asarray(o.attrs["value"], dtype=o.type.dtype.np))
         return result
+
+
+def _contiguous(arr):
+    """`arr` as a C-contiguous array of the same shape (np.ascontiguousarray makes 0-d 1-d)."""
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
 
 
 def _table(arrays):
