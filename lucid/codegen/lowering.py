@@ -64,6 +64,16 @@ for _op in ("exp", "log", "tanh", "sigmoid", "erf"):
     ELEMENTAL[_op] = _math(_op)
 
 
+def _icmp(E, dt, op, a, c):
+    """An integer comparison: bools (i1) compare unsigned (True is 1, not -1), ints signed."""
+    return E.b.icmp_unsigned(op, a, c) if dt is bool_ else E.b.icmp_signed(op, a, c)
+
+
+def _int_add(E, a, c, dt):
+    """Integer addition; bools add as numpy does, saturating at True (logical or, not xor)."""
+    return E.b.or_(a, c) if dt is bool_ else E.b.add(a, c)
+
+
 @elemental("neg")
 def _neg(E, node, idx):
     x = E.operand(node, 0, idx)
@@ -131,7 +141,7 @@ def _binary(float_fn, int_fn):
     return rule
 
 
-ELEMENTAL["add"] = _binary(lambda E, a, c, dt: E.b.fadd(a, c), lambda E, a, c, dt: E.b.add(a, c))
+ELEMENTAL["add"] = _binary(lambda E, a, c, dt: E.b.fadd(a, c), _int_add)
 ELEMENTAL["sub"] = _binary(lambda E, a, c, dt: E.b.fsub(a, c), lambda E, a, c, dt: E.b.sub(a, c))
 ELEMENTAL["mul"] = _binary(lambda E, a, c, dt: E.b.fmul(a, c), lambda E, a, c, dt: E.b.mul(a, c))
 
@@ -164,7 +174,7 @@ def _extreme(fname, signed_cmp):
         return E.call_intrinsic(f"llvm.{fname}.{float_suffix(dt)}", U.value_type(dt), a, c)
 
     def int_fn(E, a, c, dt):
-        return E.b.select(E.b.icmp_signed(signed_cmp, a, c), a, c)
+        return E.b.select(_icmp(E, dt, signed_cmp, a, c), a, c)
 
     return _binary(float_fn, int_fn)
 
@@ -179,7 +189,7 @@ def _compare(op):
         dt = node.inputs[0].type.dtype
         if dt.is_float:
             return E.b.fcmp_unordered(op, a, c) if op == "!=" else E.b.fcmp_ordered(op, a, c)
-        return E.b.icmp_signed(op, a, c)
+        return _icmp(E, dt, op, a, c)
 
     return rule
 
@@ -355,7 +365,7 @@ def _fast(E, op, acc, v):
 
 
 ELEMENTAL["sum"] = _reducer(lambda dt: U.const(dt, 0),
-                            lambda E, a, v, dt: _fast(E, "fadd", a, v) if dt.is_float else E.b.add(a, v))
+                            lambda E, a, v, dt: _fast(E, "fadd", a, v) if dt.is_float else _int_add(E, a, v, dt))
 ELEMENTAL["prod"] = _reducer(lambda dt: U.const(dt, 1),
                              lambda E, a, v, dt: _fast(E, "fmul", a, v) if dt.is_float else E.b.mul(a, v))
 
@@ -373,7 +383,7 @@ def _extreme_combine(fname, cmp):
     def combine(E, a, v, dt):
         if dt.is_float:
             return E.call_intrinsic(f"llvm.{fname}.{float_suffix(dt)}", U.value_type(dt), a, v)
-        return E.b.select(E.b.icmp_signed(cmp, v, a), v, a)
+        return E.b.select(_icmp(E, dt, cmp, v, a), v, a)
 
     return combine
 
@@ -408,7 +418,7 @@ def _arg_extreme(better):
                     take = b.and_(b.fcmp_ordered("==", best, best),
                                   b.or_(b.fcmp_unordered("!=", v, v), b.fcmp_ordered(better, v, best)))
                 else:
-                    take = b.icmp_signed(better, v, best)
+                    take = _icmp(E, dt, better, v, best)
                 b.store(b.select(take, v, best), best_slot)
                 b.store(b.select(take, i, b.load(arg_slot)), arg_slot)
         return b.load(arg_slot)
@@ -432,7 +442,7 @@ def _cumsum(E, node, idx):
     with U.loop(b, b.add(idx[axis], U.i64(1)), name="c") as j:
         with E.scoped():
             v = E.value(src, idx[:axis] + (j,) + idx[axis + 1:])
-            b.store(b.fadd(b.load(slot), v) if dt.is_float else b.add(b.load(slot), v), slot)
+            b.store(b.fadd(b.load(slot), v) if dt.is_float else _int_add(E, b.load(slot), v, dt), slot)
     return b.load(slot)
 
 
@@ -440,7 +450,7 @@ def _cumsum(E, node, idx):
 
 def _mac(E, dt):
     def combine(acc, v):
-        return E.b.fadd(acc, v, flags=["reassoc", "contract"]) if dt.is_float else E.b.add(acc, v)
+        return E.b.fadd(acc, v, flags=["reassoc", "contract"]) if dt.is_float else _int_add(E, acc, v, dt)
 
     return combine
 

@@ -411,35 +411,42 @@ def math_ir(dtype="f32", pointers="opaque", only=None, declarations=True):
 # minimises max |w(u) * (g(u) - P(u))| over the interval; w makes the error of the final
 # function relative (or, for erfc_f64, the absolute error of erf).
 def _fit_specs(mp):
+    sq, rt2 = mp.sqrt, mp.sqrt(2)
     ln2h = mp.log(2) / 2 * mp.mpf("1.001")  # n = rint(x*log2e) may miss by an ulp
-    rt2 = mp.sqrt(2)
-    sq = mp.sqrt
+    smax2 = ((rt2 - 1) / (rt2 + 1)) ** 2  # largest s^2 = (f/(2+f))^2 in log
+    k32, k64 = mp.mpf(_K["f32"]), mp.mpf(_K["f64"])
 
-    def erfcx_k(k):  # T(t) = erfcx(z)*(z+k), z = k(1+t)/(1-t)
-        def T(t):
-            z = k * (1 + t) / (1 - t)
-            return mp.exp(z * z) * mp.erfc(z) * (z + k)
-        return T
+    def z_of(t, k):
+        return k * (1 + t) / (1 - t)
 
     def t_of(z, k):
         return (mp.mpf(z) - k) / (mp.mpf(z) + k)
 
-    def tanh_spec(cut, deg):
+    def erfcx_k(k):  # T(t) = erfcx(z)*(z+k)
+        return lambda t: mp.exp(z_of(t, k) ** 2) * mp.erfc(z_of(t, k)) * (z_of(t, k) + k)
+
+    def erf_abs_weight(t):  # d(erf) = exp(-z^2)/(z+K) * dT
+        return mp.exp(-z_of(t, k64) ** 2) / (z_of(t, k64) + k64)
+
+    def exp_spec(deg):  # e^r = 1 + r + r^2 P(r)
+        return (lambda r: (mp.exp(r) - 1 - r) / r**2, lambda r: r**2 / mp.exp(r), (-ln2h, ln2h), deg)
+
+    def tanh_spec(cut, deg):  # tanh x = x + x^3 P(x^2)
         return (lambda u: (mp.tanh(sq(u)) - sq(u)) / sq(u) ** 3,
                 lambda u: sq(u) ** 3 / mp.tanh(sq(u)), (cut * cut * 1e-8, cut * cut), deg)
 
-    def erf_spec(deg):
+    def erf_spec(deg):  # erf x = x P(x^2)
         return (lambda u: mp.erf(sq(u)) / sq(u), lambda u: sq(u) / mp.erf(sq(u)), (1e-30, 1.0), deg)
 
-    zmax = (rt2 - 1) / (rt2 + 1)
-    k32, k64 = mp.mpf(_K["f32"]), mp.mpf(_K["f64"])
     return {
-        ("exp", "f32"): (lambda r: (mp.exp(r) - 1 - r) / r**2, lambda r: r**2 / mp.exp(r), (-ln2h, ln2h), 4),
-        ("exp", "f64"): (lambda r: (mp.exp(r) - 1 - r) / r**2, lambda r: r**2 / mp.exp(r), (-ln2h, ln2h), 9),
+        ("exp", "f32"): exp_spec(4),
+        ("exp", "f64"): exp_spec(9),
+        # f32: log1p(f) = f - f^2/2 + f^3 P(f)
         ("log", "f32"): (lambda f: (mp.log1p(f) - f + f * f / 2) / f**3, lambda f: abs(f**3 / mp.log1p(f)),
                          (1 / rt2 - 1, rt2 - 1), 7),
+        # f64: 2 atanh(s) = 2s + s z S(z), z = s^2
         ("log", "f64"): (lambda z: (2 * mp.atanh(sq(z)) - 2 * sq(z)) / (sq(z) * z),
-                         lambda z: sq(z) * z / (2 * mp.atanh(sq(z))), (zmax**2 * 1e-8, zmax**2), 6),
+                         lambda z: sq(z) * z / (2 * mp.atanh(sq(z))), (smax2 * 1e-8, smax2), 6),
         ("tanh", "f32"): tanh_spec(mp.mpf("0.625"), 4),
         ("tanh", "f64"): tanh_spec(mp.mpf("0.55"), 9),
         ("erf", "f32"): erf_spec(6),
@@ -447,8 +454,7 @@ def _fit_specs(mp):
         # f32: relative error of erfc on z in [0.49, 12.1] (GELU's tail needs it);
         # f64: absolute error of erf = 1 - erfc on z in [1, 6].
         ("erfc", "f32"): (erfcx_k(k32), lambda t: 1 / erfcx_k(k32)(t), (t_of(0.49, k32), t_of(12.1, k32)), 8),
-        ("erfc", "f64"): (erfcx_k(k64), lambda t: mp.exp(-(k64 * (1 + t) / (1 - t)) ** 2) / (k64 * (1 + t) / (1 - t) + k64),
-                          (t_of(1, k64), t_of(6, k64)), 11),
+        ("erfc", "f64"): (erfcx_k(k64), erf_abs_weight, (t_of(1, k64), t_of(6, k64)), 11),
     }
 
 

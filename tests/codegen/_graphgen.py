@@ -444,7 +444,7 @@ class Program:
         try:
             with np.errstate(all="ignore"):
                 t = fn(*[self.vals[i].tensor for i in args], **_as_tensors(params))
-        except lucid.LucidError:
+        except (lucid.LucidError, TypeError):  # numpy's TypeErrors: see the report on bool ops
             return None
         data = t.numpy()
         if data.size > MAX_VALUE_SIZE or data.size == 0:
@@ -556,6 +556,8 @@ def _show(v):
         return f"const<{_type(v)}>"
     if isinstance(v, lucid.DType):
         return v.name
+    if isinstance(v, str):
+        return v
     return repr(v)
 
 
@@ -675,8 +677,7 @@ def _partner(draw, p, a, kinds=None):
         if b is not None:
             return b
     if choice == 1 or a.kind == "b":
-        b = a  # the same value twice: x * x, maximum(x, x)
-        return b
+        return a  # the same value twice: x * x, maximum(x, x)
     rng = rng_of(draw)
     if choice == 2:
         if a.kind == "i":
@@ -704,10 +705,14 @@ def _bin_err(name, a, b, data):
 
 
 def mk_binary(draw, p):
-    a = pick(draw, p, "fdi")
+    a = pick(draw, p, "fdib")
     if a is None:
         return None
     name = _choose(draw, ["add", "sub", "mul", "maximum", "minimum", "div", "pow"])
+    if a.kind == "b":  # numpy's bool arithmetic: + is or, * is and
+        name = {"sub": "add", "div": "mul", "pow": "maximum"}.get(name, name)
+        b = _partner(draw, p, a)
+        return p.emit(name, [a.id, b.id], {}, lambda d: 0.0)
     if a.kind == "i":
         name = {"pow": "mul", "div": "int_div"}.get(name, name)
     b = _partner(draw, p, a)

@@ -21,6 +21,7 @@ Runs are derandomized (the same examples every time) unless LUCID_FUZZ_SEED is s
 """
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -30,7 +31,8 @@ import lucid
 from lucid.codegen.program import NativeProgram
 from lucid.ir.passes import PassManager, pipeline
 
-from . import _graphgen as G
+sys.path.insert(0, os.path.dirname(__file__))
+import _graphgen as G  # noqa: E402  (the generator lives beside this test)
 
 PROGRAMS = int(os.environ.get("LUCID_FUZZ_EXAMPLES", "500"))
 PER_GRAPH = max(1, int(os.environ.get("LUCID_FUZZ_PER_GRAPH", "3")))
@@ -93,7 +95,16 @@ def check_batch(batch):
 @_settings
 @given(batch=G.batches(PER_GRAPH))
 def test_native_matches_interpreter(batch):
-    check_batch(batch)
+    try:
+        check_batch(batch)
+    except Exception:
+        if len(batch.programs) > 1:  # say which of the batched programs fail on their own
+            for k, p in enumerate(batch.programs):
+                try:
+                    check_batch(G.Batch([p]))
+                except Exception as e:  # noqa: BLE001  (a report, the original error is raised)
+                    note(f"program {k} fails alone: {type(e).__name__}: {str(e)[:2000]}")
+        raise
 
 
 def test_generator_covers_the_op_families():
