@@ -3,7 +3,7 @@
 A program's object code depends only on the optimised graph (its text: structure, types,
 attributes, constants; param values are passed in by pointer), the target (triple, CPU
 name and features) and the versions of lucid and its code generator. The cache key hashes
-exactly those, so a second process that compiles the same model loads the object file
+exactly those (the code generator's version is the hash of its source files), so a second process that compiles the same model loads the object file
 instead of running LLVM. Each entry carries a checksum of its payload: a truncated or
 altered file is detected, deleted and rebuilt, never loaded.
 
@@ -15,8 +15,22 @@ import tempfile
 
 import llvmlite.binding as llvm
 
-CODEGEN_VERSION = "1"
 MAGIC = b"LUCIDOBJ1\n"
+_SOURCE_DIGEST = None
+
+
+def codegen_digest():
+    """A hash of the code generator's own source: changing it invalidates the cache."""
+    global _SOURCE_DIGEST
+    if _SOURCE_DIGEST is None:
+        h = hashlib.sha256()
+        here = os.path.dirname(os.path.abspath(__file__))
+        for name in sorted(os.listdir(here)):
+            if name.endswith(".py"):
+                with open(os.path.join(here, name), "rb") as f:
+                    h.update(name.encode() + b"\0" + f.read())
+        _SOURCE_DIGEST = h.hexdigest()
+    return _SOURCE_DIGEST
 
 
 def cache_dir():
@@ -36,7 +50,7 @@ def program_key(graph_text):
     from .. import __version__
 
     h = hashlib.sha256()
-    for part in (__version__, CODEGEN_VERSION, target_fingerprint(), graph_text):
+    for part in (__version__, codegen_digest(), target_fingerprint(), graph_text):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

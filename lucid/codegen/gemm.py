@@ -662,10 +662,10 @@ class _Gen:
         f, a = _fn(self.m, self.name + ".batched", bp, linkage=None)
         b = ir.IRBuilder(f.append_basic_block("entry"))
 
-        def call_one(fn, i, args):
-            off = lambda n: b.gep(args[n], [b.mul(i, args["s" + n])], inbounds=True)
-            b.call(fn, [args["M"], args["N"], args["K"], off("A"), args["lda"], off("B"), args["ldb"],
-                        off("C"), args["ldc"], args["bias"]] + [args[n] for n, _ in self.epi.params])
+        def call_one(bld, i, args):
+            off = lambda n: bld.gep(args[n], [bld.mul(i, args["s" + n])], inbounds=True)
+            bld.call(one, [args["M"], args["N"], args["K"], off("A"), args["lda"], off("B"), args["ldb"],
+                           off("C"), args["ldc"], args["bias"]] + [args[n] for n, _ in self.epi.params])
 
         if self.parallel:
             # a batch of small products runs one matrix per task; the pool runs the nested
@@ -676,11 +676,9 @@ class _Gen:
             sp = tb.bitcast(ta["ctx"], st.as_pointer())
             args = {n: tb.load(tb.gep(sp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True))
                     for k, (n, _) in enumerate(bp)}
-            b_saved, b = b, tb
             with _Loop(tb, ta["begin"], ta["end"], name="bt") as i:
-                call_one(one, i, args)
+                call_one(tb, i, args)
             tb.ret_void()
-            b = b_saved
             flops = b.mul(b.mul(a["M"], a["N"]), b.mul(a["K"], _i64(2)))
             small = b.and_(b.icmp_signed("<", flops, _i64(SMALL_BATCH_FLOPS)), b.icmp_signed(">", a["batch"], _i64(1)))
             with b.if_then(small):
@@ -690,7 +688,7 @@ class _Gen:
                 b.call(self.pfor, [task, b.bitcast(sptr, I8P), a["batch"]])
                 b.ret_void()
         with _Loop(b, _i64(0), a["batch"], name="bi") as i:
-            call_one(one, i, a)
+            call_one(b, i, a)
         b.ret_void()
 
     def build(self):

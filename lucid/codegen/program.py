@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import CompileError, DTypeError, ShapeError
 from ..ir.graph import CALL, SOURCE_OPS, Attrs, Graph, Node
 from . import irutil as U
+from . import anchors
 from .elemental import Elemental
 from .lowering import ELEMENTAL, KERNELS
 
@@ -68,6 +69,8 @@ class _ModuleBuilder:
         self.module.triple, self.module.data_layout = llvm_target()
         self.parallel_for = None
         self.kernel_names = {}
+        self.scratch_floats = 0
+        self.scratch_users = set()  # kernels whose last argument is the scratch buffer
 
     def runtime_parallel_for(self):
         if self.parallel_for is None:
@@ -86,6 +89,12 @@ class _ModuleBuilder:
         self.kernel_names[key] = name
         out = fn.outputs[0]
         custom = [n for n in fn.compute_nodes if n.op in KERNELS]
+        if anchors.anchor_of(fn) is not None:
+            need = anchors.scratch_floats(fn)
+            self.scratch_floats = max(self.scratch_floats, need)
+            anchors.emit(self, name, fn, scratch_index=len(fn.inputs) + 1)
+            self.scratch_users.add(name)
+            return name
         if custom:
             if len(fn.compute_nodes) != 1:
                 raise CompileError(f"{custom[0].op} cannot take fused epilogues (kernel {fn.name})")
@@ -94,8 +103,8 @@ class _ModuleBuilder:
             missing = sorted({n.op for n in fn.compute_nodes if n.op not in ELEMENTAL})
             if missing:
                 raise CompileError(f"no native lowering for op(s) {', '.join(missing)}")
-            rows, body = self._elemental_body(name, fn, out)
-        self._dispatch(name, body, rows, out.type.size)
+            rows, body = elemental_rows(self, name, fn, out, lambda b, ctx: self.pointers(b, ctx, fn))
+        self.dispatch(name, body, rows, out.type.size)
         return name
 
     def pointers(self, b, ctx, fn):
@@ -107,29 +116,7 @@ class _ModuleBuilder:
         outp = b.bitcast(b.load(b.gep(args, [U.i64(0)])), U.memory_type(fn.outputs[0].type.dtype).as_pointer())
         return leaves, outp
 
-    def _elemental_body(self, name, fn, out):
-        body = ir.Function(self.module, ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64]), f"{name}.rows")
-        body.linkage = "internal"
-        b = ir.IRBuilder(body.append_basic_block("entry"))
-        ctx, begin, end = body.args
-        leaves, outp = self.pointers(b, ctx, fn)
-        E = Elemental(b, self.module, leaves)
-        shape = out.type.shape
-        lead, width = (shape[:-1], shape[-1]) if shape else ((), 1)
-        with U.loop(b, end, start=begin, name="row") as r:
-            with E.scoped():
-                row_idx = E.delinearize(r, lead)
-                base = b.mul(r, U.i64(width))
-                with U.loop(b, U.i64(width), name="col") as c:
-                    with E.scoped():
-                        idx = row_idx + (c,) if shape else ()
-                        v = E.value(out, idx)
-                        U.store_elem(b, v, b.gep(outp, [b.add(base, c)], inbounds=True), out.type.dtype)
-        b.ret_void()
-        rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
-        return rows, body
-
-    def _dispatch(self, name, body, rows, size):
+    def dispatch(self, name, body, rows, size):
         kernel = ir.Function(self.module, ir.FunctionType(U.VOID, [U.I8P.as_pointer()]), name)
         kernel.linkage = "internal"
         b = ir.IRBuilder(kernel.append_basic_block("entry"))
@@ -142,10 +129,10 @@ class _ModuleBuilder:
 
     # ---- the entry function -------------------------------------------------------------------
     def entry(self, graph, steps, buffer_of, output_slot):
-        fnty = ir.FunctionType(U.VOID, [U.I8P.as_pointer()] * 3 + [U.I8P])
+        fnty = ir.FunctionType(U.VOID, [U.I8P.as_pointer()] * 3 + [U.I8P, U.I8P])
         entry = ir.Function(self.module, fnty, self.entry_name)
         b = ir.IRBuilder(entry.append_basic_block("entry"))
-        inputs, outputs, params, arena = entry.args
+        inputs, outputs, params, arena, scratch = entry.args
         input_pos = {n: k for k, n in enumerate(graph.inputs)}
         param_pos = {n: k for k, n in enumerate(graph.param_nodes)}
 
@@ -163,10 +150,13 @@ class _ModuleBuilder:
 
         for node, kernel_name, operands in steps:
             kernel = self.module.globals[kernel_name]
-            args = U.entry_alloca(b, ir.ArrayType(U.I8P, len(operands) + 1), "args")
+            extra = 1 if kernel_name in self.scratch_users else 0
+            args = U.entry_alloca(b, ir.ArrayType(U.I8P, len(operands) + 1 + extra), "args")
             slots = [node] + operands
             for k, n in enumerate(slots):
                 b.store(pointer(n), b.gep(args, [U.i64(0), U.i64(k)]))
+            if extra:
+                b.store(scratch, b.gep(args, [U.i64(0), U.i64(len(slots))]))
             b.call(kernel, [b.bitcast(args, U.I8P.as_pointer())])
         b.ret_void()
 
@@ -178,6 +168,7 @@ class NativeProgram:
         from . import cache
         from .llvm import jit, load_object
 
+        anchors.ensure_gemm()
         self.graph = graph
         plan = graph.meta.get("memory")
         if plan is None:
@@ -206,7 +197,10 @@ class NativeProgram:
                 cache.store(self.key, self._jit.object)
         _LOADED[self.key] = self._jit
         self._entry = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                       ctypes.c_void_p)(self._jit.address(self.entry_name))
+                                       ctypes.c_void_p, ctypes.c_void_p)(self._jit.address(self.entry_name))
+        scratch = max([anchors.scratch_floats(fn) for _, fn, _ in kernels_of(graph)] or [0])
+        self._scratch = np.empty(scratch + 16, dtype=np.float32)
+        self._scratch_ptr = (self._scratch.ctypes.data + 63) // 64 * 64
         self._arena = np.empty(plan.arena_size + 64, dtype=np.uint8)
         self._arena_ptr = (self._arena.ctypes.data + 63) // 64 * 64
         self._lock = threading.Lock()
@@ -255,7 +249,8 @@ class NativeProgram:
         out_table = _table([a if a is not None else np.empty(0) for a in outs])
         param_table = _table(param_arrays)
         with self._lock:
-            self._entry(in_table.ctypes.data, out_table.ctypes.data, param_table.ctypes.data, self._arena_ptr)
+            self._entry(in_table.ctypes.data, out_table.ctypes.data, param_table.ctypes.data, self._arena_ptr,
+                        self._scratch_ptr)
         result = []
         by_node = {}
         for k, o in enumerate(graph.outputs):
@@ -271,6 +266,33 @@ class NativeProgram:
             else:  # a constant
                 result.append(np.asarray(o.attrs["value"], dtype=o.type.dtype.np))
         return result
+
+
+def elemental_rows(mb, name, fn, out, pointers):
+    """@name(ctx, begin, end): rows [begin, end) of `out`, each element computed elementally.
+
+    `pointers(builder, ctx)` gives (leaf node -> buffer pointer, output pointer). Rows are
+    all but the last dimension; the last one is the inner loop, which LLVM vectorises."""
+    body = ir.Function(mb.module, ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64]), f"{name}.rows")
+    body.linkage = "internal"
+    b = ir.IRBuilder(body.append_basic_block("entry"))
+    ctx, begin, end = body.args
+    leaves, outp = pointers(b, ctx)
+    E = Elemental(b, mb.module, leaves)
+    shape = out.type.shape
+    lead, width = (shape[:-1], shape[-1]) if shape else ((), 1)
+    with U.loop(b, end, start=begin, name="row") as r:
+        with E.scoped():
+            row_idx = E.delinearize(r, lead)
+            base = b.mul(r, U.i64(width))
+            with U.loop(b, U.i64(width), name="col") as c:
+                with E.scoped():
+                    idx = row_idx + (c,) if shape else ()
+                    v = E.value(out, idx)
+                    U.store_elem(b, v, b.gep(outp, [b.add(base, c)], inbounds=True), out.type.dtype)
+    b.ret_void()
+    rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
+    return rows, body
 
 
 def _contiguous(arr):
