@@ -33,19 +33,25 @@ from .tensor import Tensor
 BACKENDS = ("native", "interpreter")
 
 
-def compile(model_or_fn, *, opt_level=2, debug_dir=None, verify=None, backend="native"):
+def compile(model_or_fn, *, opt_level=2, debug_dir=None, verify=None, backend="native", threads=None):
     """Compile a module or function; see the module docstring.
 
     `debug_dir` (or the environment variable LUCID_DUMP) receives a dump of the graph
     before and after every pass and a summary of each build; `verify` checks the graph
     after every pass (on by default when dumping). `backend="interpreter"` runs the
-    optimised graph on the numpy references instead of native code (for debugging)."""
+    optimised graph on the numpy references instead of native code (for debugging).
+    `threads` sets the native thread pool's size for this function's calls (default: the
+    pool's setting: LUCID_NUM_THREADS, else the machine's cores)."""
     if not callable(model_or_fn):
         raise CompileError(f"lucid.compile needs a module or a function, got {type(model_or_fn).__name__}")
     if backend not in BACKENDS:
         raise CompileError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if threads is not None:
+        from .codegen.runtime import _check_count
+
+        _check_count(threads, "threads")
     return CompiledFunction(model_or_fn, opt_level=opt_level, debug_dir=debug_dir, verify=verify,
-                            backend=backend)
+                            backend=backend, threads=threads)
 
 
 # ---- what a function touches ---------------------------------------------------------------
@@ -190,9 +196,10 @@ class Build:
 class CompiledFunction:
     """What `lucid.compile` returns: call it like the original."""
 
-    def __init__(self, fn, opt_level=2, debug_dir=None, verify=None, backend="native"):
+    def __init__(self, fn, opt_level=2, debug_dir=None, verify=None, backend="native", threads=None):
         self.fn = fn
         self.backend = backend
+        self.threads = threads
         self.opt_level = opt_level
         self.debug_dir = debug_dir or os.environ.get("LUCID_DUMP") or None
         self.verify = bool(self.debug_dir) if verify is None else verify
@@ -358,7 +365,16 @@ class CompiledFunction:
         for name in updates:
             if name in params:
                 params[name] = build.tensors[name]._data
-        if build.program is not None:
+        if build.program is not None and self.threads is not None:
+            from .codegen.runtime import get_num_threads, set_num_threads
+
+            before = get_num_threads()
+            set_num_threads(self.threads)
+            try:
+                outs = build.program.run(arrays, params)
+            finally:
+                set_num_threads(before)
+        elif build.program is not None:
             outs = build.program.run(arrays, params)
         else:
             outs = _ParamInterpreter(graph, params).run(*arrays)

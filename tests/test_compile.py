@@ -170,3 +170,17 @@ def test_functional_training_step_with_value_and_grad(rng):
         np.testing.assert_allclose(loss_c.data, loss_e.data, rtol=1e-5)
     np.testing.assert_allclose(w_c.data, w_e.data, rtol=1e-5, atol=1e-6)
     assert len(compiled.builds) == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_results_do_not_depend_on_the_thread_count(threads, rng):
+    model = small_resnet().eval()
+    randomise_bn(model, rng)
+    x = lucid.tensor(rng.normal(size=(2, 3, 16, 16)).astype(np.float32))
+    one = lucid.compile(model, threads=1)(x).data
+    np.testing.assert_allclose(lucid.compile(model, threads=threads)(x).data, one, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_thread_counts_are_refused():
+    with pytest.raises(lucid.LucidError, match="threads"):
+        lucid.compile(lambda x: x, threads=0)

@@ -73,6 +73,8 @@ VW = 8                       # floats per ymm vector
 ALIGN = 64                   # bytes, for packed panels
 UNROLL = 4                   # k steps per trip of the micro-kernel's main loop
 SMALL_BATCH_FLOPS = 2 * 96 ** 3   # below this per matrix, a batch is split across threads
+PARALLEL_MIN_FLOPS = 2 * 64 ** 3  # below this a product runs in the calling thread
+DIRECT_M = MR                     # up to this many rows: no packing (see direct_kernel)
 
 F32 = ir.FloatType()
 I1 = ir.IntType(1)
@@ -278,6 +280,12 @@ def _splat(b, x):
     return b.shuffle_vector(v, ir.Constant(V8, ir.Undefined), ir.Constant(ir.VectorType(I32, VW), [0] * VW))
 
 
+def _splat_i64(b, x):
+    vt = ir.VectorType(I64, VW)
+    v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
+    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, VW), [0] * VW))
+
+
 def _vload(b, ptr, offset, align):
     return b.load(b.bitcast(b.gep(ptr, [_i64(offset)] if isinstance(offset, int) else [offset],
                                   inbounds=True), V8P), align=align)
@@ -326,8 +334,9 @@ class _Gen:
                                     "lucid_parallel_for")
             self.nthreads = ir.Function(self.m, ir.FunctionType(I32, []), "lucid_get_num_threads")
 
-    # -- the micro-kernel ---------------------------------------------------------------
+    # -- the micro-kernels ---------------------------------------------------------------
     def kernel(self):
+        """C tile (+)= Ap panel @ Bp panel over packed operands; the epilogue when `last`."""
         params = (("kc", I64), ("Ap", F32P), ("Bp", F32P), ("C", F32P), ("ldc", I64), ("mr", I64),
                   ("nr", I64), ("row", I64), ("col", I64), ("first", I1), ("last", I1)) \
             + (("bias", F32P),) + self.epi.params
@@ -337,23 +346,90 @@ class _Gen:
         for n in ("Ap", "Bp", "C"):
             a[n].add_attribute("noalias")
         b = ir.IRBuilder(f.append_basic_block("entry"))
-        # touch the C tile early: it is needed only after the k loop
+        self._prefetch_c(b, a)
+
+        def step(b, ptrs, u):
+            ap, bp = ptrs
+            bv = (_vload(b, bp, u * NR, 32), _vload(b, bp, u * NR + VW, 32))
+            av = [b.load(b.gep(ap, [_i64(u * MR + r)], inbounds=True), align=4) for r in range(MR)]
+            return av, bv
+
+        acc = self._kloops(b, a["kc"], [a["Ap"], a["Bp"]], [_i64(MR), _i64(NR)], step)
+        self._store_tile(b, f, a, acc)
+        b.ret_void()
+        return f
+
+    def direct_kernel(self):
+        """The whole product for M <= 6 rows and one 16-column panel, read in place.
+
+        A row i is read at A + min(i, mr-1)*lda (rows past mr repeat the last and are not
+        stored), B at B + k*ldb, lanes past nr masked: no packing, which for so few rows
+        would cost more than the product (B is read once either way)."""
+        params = (("kc", I64), ("A", F32P), ("lda", I64), ("B", F32P), ("ldb", I64), ("C", F32P),
+                  ("ldc", I64), ("mr", I64), ("nr", I64), ("row", I64), ("col", I64)) \
+            + (("bias", F32P),) + self.epi.params
+        f, a = _fn(self.m, self.name + ".direct_kernel", params)
+        f.attributes.add("noinline")
+        f.attributes.add("nounwind")
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        a = dict(a, first=ir.Constant(I1, 1), last=ir.Constant(I1, 1))
+        self._prefetch_c(b, a)
+        rows = [b.gep(a["A"], [b.mul(_min(b, _i64(r), b.sub(a["mr"], _i64(1))), a["lda"])], inbounds=True)
+                for r in range(MR)]
+        lanes = ir.Constant(ir.VectorType(I64, VW), list(range(VW)))
+        masks = []
+        for h in range(2):
+            room = b.sub(a["nr"], _i64(h * VW))
+            masks.append(b.icmp_signed("<", lanes, _splat_i64(b, room)))
+        masked_load = _declare(self.m, "llvm.masked.load.v8f32.p0", V8, [V8P, I32, masks[0].type, V8])
+        zero = ir.Constant(V8, [0.0] * VW)
+        steps = [_i64(1)] * MR + [a["ldb"]]
+        accs, blocks = [], []
+        with b.if_else(b.icmp_signed("==", a["nr"], _i64(NR))) as (full, edge):
+            for masked, branch in ((False, full), (True, edge)):
+                with branch:
+                    def step(b, ptrs, u, masked=masked):
+                        bp = b.gep(ptrs[MR], [b.mul(_i64(u), a["ldb"])], inbounds=True)
+                        if masked:
+                            bv = tuple(b.call(masked_load, [b.bitcast(b.gep(bp, [_i64(h * VW)]), V8P),
+                                                            ir.Constant(I32, 4), masks[h], zero])
+                                       for h in range(2))
+                        else:
+                            bv = (_vload(b, bp, 0, 4), _vload(b, bp, VW, 4))
+                        av = [b.load(b.gep(ptrs[r], [_i64(u)], inbounds=True), align=4) for r in range(MR)]
+                        return av, bv
+
+                    accs.append(self._kloops(b, a["kc"], rows + [a["B"]], steps, step))
+                    blocks.append(b.block)
+        acc = []
+        for j in range(2 * MR):
+            p = b.phi(V8)
+            for vals, blk in zip(accs, blocks):
+                p.add_incoming(vals[j], blk)
+            acc.append(p)
+        self._store_tile(b, f, a, acc)
+        b.ret_void()
+        return f
+
+    def _prefetch_c(self, b, a):
+        """Touch the C tile early: it is needed only after the k loop."""
         for i in range(MR):
-            rowp = b.gep(a["C"], [b.mul(_i64(i), a["ldc"])], inbounds=True)
+            rowp = b.gep(a["C"], [b.mul(_i64(i), a["ldc"])])
             for off in (0, NR - 1):
                 p = b.bitcast(b.gep(rowp, [_i64(off)]), I8P)
                 b.call(self.prefetch, [p, ir.Constant(I32, 1), ir.Constant(I32, 3), ir.Constant(I32, 1)])
-        zero = ir.Constant(V8, [0.0] * VW)
-        acc = [zero] * (2 * MR)
-        ap, bp = a["Ap"], a["Bp"]
-        trips = b.sdiv(a["kc"], _i64(UNROLL))
-        acc, ap, bp = self._kloop(b, trips, acc, ap, bp, UNROLL, "k4")
-        rem = b.srem(a["kc"], _i64(UNROLL))
-        acc, ap, bp = self._kloop(b, rem, acc, ap, bp, 1, "k1")
-        self._store_tile(b, f, a, acc)
-        b.ret_void()
 
-    def _kloop(self, b, trips, acc, ap, bp, unroll, name):
+    def _kloops(self, b, kc, ptrs, strides, step):
+        """kc steps of acc[r][h] += splat(a_r) * b_h, UNROLL at a time, then the rest.
+
+        `step(b, ptrs, u)` returns ([a_0..a_5], (b_0, b_1)) for step u of the current trip;
+        pointer i advances by strides[i] elements per step."""
+        acc = [ir.Constant(V8, [0.0] * VW)] * (2 * MR)
+        acc, ptrs = self._kloop(b, b.sdiv(kc, _i64(UNROLL)), acc, ptrs, strides, step, UNROLL, "k4")
+        acc, ptrs = self._kloop(b, b.srem(kc, _i64(UNROLL)), acc, ptrs, strides, step, 1, "k1")
+        return acc
+
+    def _kloop(self, b, trips, acc, ptrs, strides, step, unroll, name):
         pre = b.block
         head = b.append_basic_block(name + ".head")
         body = b.append_basic_block(name + ".body")
@@ -367,31 +443,30 @@ class _Gen:
             p = b.phi(V8, name=f"c{j // 2}{j % 2}")
             p.add_incoming(v, pre)
             accp.append(p)
-        app = b.phi(F32P, name="ap")
-        app.add_incoming(ap, pre)
-        bpp = b.phi(F32P, name="bp")
-        bpp.add_incoming(bp, pre)
+        ptrp = []
+        for v in ptrs:
+            p = b.phi(F32P)
+            p.add_incoming(v, pre)
+            ptrp.append(p)
         b.cbranch(b.icmp_signed("<", i, trips), body, done)
         b.position_at_end(body)
         cur = list(accp)
         for u in range(unroll):
-            b0 = _vload(b, bpp, u * NR, 32)
-            b1 = _vload(b, bpp, u * NR + VW, 32)
+            av, bv = step(b, ptrp, u)
             for r in range(MR):
-                x = _splat(b, b.load(b.gep(app, [_i64(u * MR + r)], inbounds=True), align=4))
-                cur[2 * r] = b.call(self.fma, [x, b0, cur[2 * r]])
-                cur[2 * r + 1] = b.call(self.fma, [x, b1, cur[2 * r + 1]])
-        nap = b.gep(app, [_i64(unroll * MR)], inbounds=True)
-        nbp = b.gep(bpp, [_i64(unroll * NR)], inbounds=True)
+                x = _splat(b, av[r])
+                cur[2 * r] = b.call(self.fma, [x, bv[0], cur[2 * r]])
+                cur[2 * r + 1] = b.call(self.fma, [x, bv[1], cur[2 * r + 1]])
+        nxt = [b.gep(p, [b.mul(st, _i64(unroll))], inbounds=True) for p, st in zip(ptrp, strides)]
         latch = b.block
         i.add_incoming(b.add(i, _i64(1), flags=["nsw"]), latch)
         for p, v in zip(accp, cur):
             p.add_incoming(v, latch)
-        app.add_incoming(nap, latch)
-        bpp.add_incoming(nbp, latch)
+        for p, v in zip(ptrp, nxt):
+            p.add_incoming(v, latch)
         b.branch(head)
         b.position_at_end(done)
-        return accp, app, bpp
+        return accp, ptrp
 
     def _epi_args(self, a):
         return {n: a[n] for n in self.epi_names}
@@ -560,14 +635,53 @@ class _Gen:
         b.ret_void()
 
     # -- the entry points ---------------------------------------------------------------
-    def _run(self, b, task, raw, n, parallel):
-        if parallel:
-            b.call(self.pfor, [task, raw, n])
-        else:
-            b.call(task, [raw, _i64(0), n])
+    def direct_compute(self, kernel):
+        """Task for M <= DIRECT_M: claims 16-column panels of C, each computed by the direct
+        kernel row panel by row panel (the B panel is then re-read from L1/L2)."""
+        f, a = _fn(self.m, self.name + ".direct", (("ctx", I8P), ("begin", I64), ("end", I64)))
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        c = self._ctx(b, a["ctx"], ["M", "N", "K", "A", "lda", "B", "ldb", "C", "ldc", "units", "grain"]
+                      + self.epi_names)
+        nextp = b.gep(b.bitcast(a["ctx"], self.ctx_t.as_pointer()),
+                      [ir.Constant(I32, 0), ir.Constant(I32, self.fields.index("next"))], inbounds=True)
+        epi = [c[n] for n in self.epi_names]
+        claim = b.append_basic_block("claim")
+        work = b.append_basic_block("work")
+        out = b.append_basic_block("out")
+        b.branch(claim)
+        b.position_at_end(claim)
+        start = b.atomic_rmw("add", nextp, c["grain"], "monotonic")
+        b.cbranch(b.icmp_signed(">=", start, c["units"]), out, work)
+        b.position_at_end(work)
+        stop = _min(b, b.add(start, c["grain"]), c["units"])
+        with _Loop(b, start, stop, name="jp") as jp:
+            jr = b.mul(jp, _i64(NR))
+            nr = _min(b, _i64(NR), b.sub(c["N"], jr))
+            bp = b.gep(c["B"], [jr], inbounds=True)
+            with _Loop(b, _i64(0), c["M"], MR, name="ir") as ir_:
+                mr = _min(b, _i64(MR), b.sub(c["M"], ir_))
+                ap = b.gep(c["A"], [b.mul(ir_, c["lda"])], inbounds=True)
+                cp = b.gep(c["C"], [b.add(b.mul(ir_, c["ldc"]), jr)], inbounds=True)
+                b.call(kernel, [c["K"], ap, c["lda"], bp, c["ldb"], cp, c["ldc"], mr, nr, ir_, jr] + epi)
+        b.branch(claim)
+        b.position_at_end(out)
+        b.ret_void()
+        return f
 
-    def driver(self, name, pack_b, compute, parallel, linkage):
-        f, a = _fn(self.m, name, self.params, linkage=linkage)
+    # -- the entry points ---------------------------------------------------------------
+    def _run(self, b, task, raw, n, par):
+        """task(ctx, 0, n) on the pool when `par` (an i1), else in this thread."""
+        if not self.parallel:
+            b.call(task, [raw, _i64(0), n])
+            return
+        with b.if_else(par) as (yes, no):
+            with yes:
+                b.call(self.pfor, [task, raw, n])
+            with no:
+                b.call(task, [raw, _i64(0), n])
+
+    def driver(self, name, pack_b, compute, direct):
+        f, a = _fn(self.m, name, self.params, linkage=None)
         f.attributes.add("nounwind")
         b = ir.IRBuilder(f.append_basic_block("entry"))
         M, N, K = a["M"], a["N"], a["K"]
@@ -584,15 +698,31 @@ class _Gen:
             put(n, a[n])
         for n in self.epi_names:
             put(n, a[n])
+        put("next", _i64(0))
+        # threads: the pool's count for products big enough to repay a fork-join, else one
+        if self.parallel:
+            flops = b.mul(b.mul(M, N), b.mul(b.select(b.icmp_signed(">", K, _i64(1)), K, _i64(1)), _i64(2)))
+            par = b.icmp_signed(">=", flops, _i64(PARALLEL_MIN_FLOPS))
+            nt = b.select(par, b.sext(b.call(self.nthreads, []), I64), _i64(1))
+        else:
+            par, nt = ir.Constant(I1, 0), _i64(1)
+        claims = b.mul(nt, _i64(4))  # about four claims per thread
+
+        def grain_for(units):
+            return b.sdiv(b.add(units, b.sub(claims, _i64(1))), claims)
+
+        # few rows: no packing, one pass over B
+        with b.if_then(b.icmp_signed("<=", M, _i64(DIRECT_M))):
+            units = _ceil_div(b, N, NR)
+            put("units", units)
+            put("grain", grain_for(units))
+            self._run(b, direct, raw, nt, par)
+            b.ret_void()
         mpan = _ceil_div(b, M, MR)
         # Split rows across threads when there are enough 6-row panels for an even split,
         # else split the 16-column panels (each thread then packs all of the few rows of A).
-        nt = b.sext(b.call(self.nthreads, []), I64) if parallel else _i64(1)
-        if parallel:
-            npan_all = _ceil_div(b, _min(b, N, _i64(NC)), NR)
-            by_rows = b.or_(b.icmp_signed(">=", mpan, b.mul(nt, _i64(4))), b.icmp_signed(">=", mpan, npan_all))
-        else:
-            by_rows = ir.Constant(I1, 1)
+        npan_all = _ceil_div(b, _min(b, N, _i64(NC)), NR)
+        by_rows = b.or_(b.icmp_signed(">=", mpan, claims), b.icmp_signed(">=", mpan, npan_all))
         put("by_rows", b.zext(by_rows, I64))
         # the packed-B buffer: claim the module's cached one, or allocate our own
         kcmax = _min(b, b.select(b.icmp_signed(">", K, _i64(0)), K, _i64(1)), _i64(KC))
@@ -622,11 +752,9 @@ class _Gen:
             npan = _ceil_div(b, nc, NR)
             units = b.select(by_rows, mpan, npan)
             put("units", units)
-            # about four claims per thread; a row claim is at most one MC block
-            claims = b.mul(nt, _i64(4))
-            grain = b.sdiv(b.add(units, b.sub(claims, _i64(1))), claims)
-            grain = b.select(by_rows, _min(b, grain, _i64(MC // MR)), grain)
-            put("grain", grain)
+            # a row claim is at most one MC block
+            grain = grain_for(units)
+            put("grain", b.select(by_rows, _min(b, grain, _i64(MC // MR)), grain))
             # do { ... } while (pc < K): K = 0 still runs one block, writing epilogue(0)
             pre = b.block
             body = b.append_basic_block("pc.body")
@@ -640,9 +768,9 @@ class _Gen:
             put("pc", pc)
             put("kc", kc)
             with b.if_then(b.icmp_signed(">", kc, _i64(0))):
-                self._run(b, pack_b, raw, npan, parallel)
+                self._run(b, pack_b, raw, npan, par)
             put("next", _i64(0))
-            self._run(b, compute, raw, nt, parallel)
+            self._run(b, compute, raw, nt, par)
             nxt = b.add(pc, _i64(KC))
             pc.add_incoming(nxt, b.block)
             b.cbranch(b.icmp_signed("<", nxt, K), body, done)
@@ -701,13 +829,13 @@ class _Gen:
         self.bbuf = glob("bbuf", I8P, None)
         self.bcap = glob("bcap", I64, 0)
         self.busy = glob("busy", I32, 0)
-        self.kernel()
-        kernel = self.m.get_global(self.name + ".kernel")
+        kernel = self.kernel()
         self.pack_b()
         pack_b = self.m.get_global(self.name + ".pack_b")
         self.compute(kernel)
         compute = self.m.get_global(self.name + ".compute")
-        one = self.driver(self.name, pack_b, compute, self.parallel, None)
+        direct = self.direct_compute(self.direct_kernel())
+        one = self.driver(self.name, pack_b, compute, direct)
         self.batched(one)
         return self.m
 
