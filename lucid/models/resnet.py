@@ -12,9 +12,14 @@ maps a feature pyramid network is built on, so a detector reuses this module as 
 `docs_markdown()` writes docs/models/resnet.md from the code (the parameter counts in it
 are counted on built models): `python -m lucid.models.resnet > docs/models/resnet.md`.
 """
+import math
+
+import numpy as np
+
 from .. import nn
 from ..errors import LucidError, ShapeError
 from ..ops.shape import flatten
+from ..random import get_rng
 from .registry import register_model
 
 
@@ -24,6 +29,17 @@ def _conv3x3(in_channels, out_channels, stride=1):
 
 def _conv1x1(in_channels, out_channels, stride=1):
     return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+
+
+def _he_normal_fan_out(weight):
+    """`nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")`, drawn in
+    float32: the same distribution at half the cost of float64 draws, which is most of the
+    time it takes to build resnet_152 (60M parameters)."""
+    out_channels, _, kh, kw = weight.shape
+    std = np.float32(math.sqrt(2.0 / (out_channels * kh * kw)))
+    values = get_rng().standard_normal(weight.shape, dtype=np.float32)
+    values *= std
+    weight.data = values.astype(weight.data.dtype, copy=False)
 
 
 class BasicBlock(nn.Module):
@@ -120,11 +136,11 @@ class ResNet(nn.Module):
         return nn.Sequential(*blocks), out_channels
 
     def _init_weights(self, zero_init_residual):
-        """torchvision's initialisation: He-normal (fan_out) convolutions, batch norms at
-        weight 1 / bias 0; fc keeps Linear's default. One draw per tensor, no element loops."""
+        """torchvision's initialisation: He-normal (fan_out, relu) convolutions, batch norms
+        at weight 1 / bias 0; fc keeps Linear's default."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                _he_normal_fan_out(m.weight)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

@@ -16,10 +16,12 @@ import re
 import shutil
 from pathlib import Path
 
-from ..dump import dump_graph
+from ..dump import dot_layout_cost, dump_graph
 from .manager import Instrument
 
-SVG_AUTO_MAX_NODES = 1500  # Graphviz takes minutes on bigger graphs: no automatic .svg above this
+# No automatic .svg above this `dot_layout_cost`: Graphviz needs about 2 s there, and minutes to
+# hours on a training graph (its backward edges span hundreds of ranks).
+SVG_AUTO_MAX_COST = 5000
 
 
 def op_count(graph):
@@ -34,8 +36,9 @@ def _safe(name):
 class DumpInstrument(Instrument):
     """Writes every format in `formats` before and after each pass into `debug_dir`.
 
-    "svg" is added when Graphviz's `dot` is installed (for graphs of at most
-    SVG_AUTO_MAX_NODES values; ask for "svg" explicitly to get it for any size)."""
+    "svg" is added when Graphviz's `dot` is installed, for graphs it lays out in a few
+    seconds (`dot_layout_cost` at most SVG_AUTO_MAX_COST); ask for "svg" explicitly to get
+    it whatever it costs. The .html page needs no Graphviz and is quick at any size."""
 
     def __init__(self, debug_dir, formats=("txt", "dot", "html")):
         self.debug_dir = Path(debug_dir)
@@ -44,6 +47,7 @@ class DumpInstrument(Instrument):
         self.phases = []  # (name, seconds) timed by the caller
         self.passes = []  # dicts: index, name, ms, ops_before, ops_after
         self.files = []
+        self.notes = []
         self.input_ops = None
         self.final = None
         self._before = None
@@ -57,7 +61,7 @@ class DumpInstrument(Instrument):
     # ---- instrument hooks ----------------------------------------------------------------
     def before_pipeline(self, graph):
         self.debug_dir.mkdir(parents=True, exist_ok=True)
-        self.passes, self.final = [], None
+        self.passes, self.final, self.notes = [], None, []
         self.input_ops = op_count(graph)
         self._dump(graph, "00_input")
 
@@ -77,9 +81,13 @@ class DumpInstrument(Instrument):
     # ---- output --------------------------------------------------------------------------
     def _dump(self, graph, stem):
         formats = list(self.formats)
-        if self.auto_svg and len(graph.nodes) + sum(len(f.nodes) for f in graph.functions.values()) \
-                <= SVG_AUTO_MAX_NODES:
-            formats.append("svg")
+        if self.auto_svg:
+            cost = dot_layout_cost(graph)
+            if cost <= SVG_AUTO_MAX_COST:
+                formats.append("svg")
+            else:
+                self.notes.append(f"{stem}: no .svg (Graphviz layout cost {cost} > {SVG_AUTO_MAX_COST}; "
+                                  "open the .html, or ask for formats=(..., 'svg'))")
         for ext in formats:
             self.files.append(dump_graph(graph, self.debug_dir / f"{stem}.{ext}").name)
 
@@ -92,7 +100,8 @@ class DumpInstrument(Instrument):
                "passes": list(self.passes),
                "ops_input": self.input_ops,
                "ops_output": op_count(self.final) if self.final is not None else None,
-               "passes_ms": pass_ms, "total_ms": pass_ms + phase_ms, "memory": None}
+               "passes_ms": pass_ms, "total_ms": pass_ms + phase_ms, "memory": None,
+               "notes": list(self.notes)}
         plan = self.final.meta.get("memory") if self.final is not None else None
         if plan is not None:
             out["memory"] = {"arena_size": int(plan.arena_size), "naive_size": int(plan.naive_size),
@@ -116,6 +125,8 @@ class DumpInstrument(Instrument):
         if mem is not None:
             lines += ["", f"memory: arena {mem['arena_size']} bytes, naive {mem['naive_size']} bytes, "
                           f"lower bound {mem['lower_bound']} bytes", mem["summary"]]
+        if s["notes"]:
+            lines += [""] + s["notes"]
         return "\n".join(lines) + "\n"
 
     def write_summary(self):
