@@ -14,8 +14,9 @@ import lucid
 import lucid.nn as nn
 from lucid.errors import LucidError
 from lucid.ir import Graph, parse
-from lucid.ir.dump import dump_graph, to_dot, to_html
+from lucid.ir.dump import dot_layout_cost, dump_graph, to_dot, to_html
 from lucid.ir.passes import PassManager, cse, dce, graph_pass
+from lucid.ir.passes import dumping
 from lucid.ir.passes.dumping import DumpInstrument
 from lucid.ir.printer import value_names
 
@@ -385,3 +386,28 @@ def test_dump_instrument_adds_svg_only_when_graphviz_is_there(fused, tmp_path, m
     dumper = DumpInstrument(tmp_path / "a", formats=("txt",))
     PassManager([dce], [dumper]).run(fused)
     assert not list((tmp_path / "a").glob("*.svg"))
+
+
+def test_dump_instrument_skips_svg_that_graphviz_would_take_long_on(fused, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: "/usr/bin/dot")  # never run here
+    monkeypatch.setattr(dumping, "SVG_AUTO_MAX_COST", 0)
+    dumper = DumpInstrument(tmp_path, formats=("txt",))
+    PassManager([dce], [dumper]).run(fused)
+    assert not list(tmp_path.glob("*.svg"))
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert len(s["notes"]) == 3 and "00_input: no .svg (Graphviz layout cost" in s["notes"][0]
+    assert "open the .html" in (tmp_path / "summary.txt").read_text()
+
+
+def test_dot_layout_cost_counts_ranks_that_edges_cross():
+    g = parse("""graph f(%x: f32[3]) {
+  %0 = exp(%x) : f32[3]
+  %1 = exp(%0) : f32[3]
+  %2 = exp(%1) : f32[3]
+  %3 = add(%2, %x) : f32[3]
+  %w = param : f32[3]
+  %4 = mul(%3, %w) : f32[3]
+  return %4
+}""")
+    # 7 values; %x -> %3 crosses 3 ranks; %w sits right above %4, like dot puts it
+    assert dot_layout_cost(g) == 7 + 3
