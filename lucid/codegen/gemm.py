@@ -27,6 +27,12 @@ L3 8 MiB shared; AVX2 + FMA, 16 ymm registers):
 - NC = 4080 (a multiple of NR): the packed B block is at most 256 x 4080 x 4 B ~ 4 MiB,
   half of the shared 8 MiB L3, which both cores read.
 
+Few rows (M <= DIRECT_M = 6, e.g. a batch-1 `x @ W`): no packing and no 6x16 tile (which
+would waste most of its FMAs); B is streamed row by row instead, each element read once
+(see `row_kernel`), with claims of column chunks spread over the threads.
+
+Small products (< PARALLEL_MIN_FLOPS) run in the calling thread: a fork-join costs more.
+
 Scratch memory: each thread packs its A block into a 144 KiB, 64-byte aligned buffer on its
 own stack (alloca in the task function): no allocation, and the pages stay resident, so no
 page-fault churn. The packed B block lives in a buffer owned by the module (a private
@@ -74,7 +80,8 @@ ALIGN = 64                   # bytes, for packed panels
 UNROLL = 4                   # k steps per trip of the micro-kernel's main loop
 SMALL_BATCH_FLOPS = 2 * 96 ** 3   # below this per matrix, a batch is split across threads
 PARALLEL_MIN_FLOPS = 2 * 64 ** 3  # below this a product runs in the calling thread
-DIRECT_M = MR                     # up to this many rows: no packing (see direct_kernel)
+DIRECT_M = MR                     # up to this many rows: no packing (see row_kernel)
+ROW_GROUP, ROW_CHUNK = 64, 512    # columns: unit of work and largest claim of row_kernel
 
 F32 = ir.FloatType()
 I1 = ir.IntType(1)
@@ -308,8 +315,9 @@ def _fn(module, name, params, ret=VOID, linkage="internal"):
 class _Gen:
     """Builds one gemm module (one epilogue, parallel or serial)."""
 
-    def __init__(self, name, epilogue, parallel, triple, layout):
+    def __init__(self, name, epilogue, parallel, triple, layout, trans_a=False, trans_b=False):
         self.name = name
+        self.trans_a, self.trans_b = bool(trans_a), bool(trans_b)
         self.epi = epilogue or NONE
         self.parallel = parallel
         self.m = ir.Module(name=name)
@@ -355,58 +363,6 @@ class _Gen:
             return av, bv
 
         acc = self._kloops(b, a["kc"], [a["Ap"], a["Bp"]], [_i64(MR), _i64(NR)], step)
-        self._store_tile(b, f, a, acc)
-        b.ret_void()
-        return f
-
-    def direct_kernel(self):
-        """The whole product for M <= 6 rows and one 16-column panel, read in place.
-
-        A row i is read at A + min(i, mr-1)*lda (rows past mr repeat the last and are not
-        stored), B at B + k*ldb, lanes past nr masked: no packing, which for so few rows
-        would cost more than the product (B is read once either way)."""
-        params = (("kc", I64), ("A", F32P), ("lda", I64), ("B", F32P), ("ldb", I64), ("C", F32P),
-                  ("ldc", I64), ("mr", I64), ("nr", I64), ("row", I64), ("col", I64)) \
-            + (("bias", F32P),) + self.epi.params
-        f, a = _fn(self.m, self.name + ".direct_kernel", params)
-        f.attributes.add("noinline")
-        f.attributes.add("nounwind")
-        b = ir.IRBuilder(f.append_basic_block("entry"))
-        a = dict(a, first=ir.Constant(I1, 1), last=ir.Constant(I1, 1))
-        self._prefetch_c(b, a)
-        rows = [b.gep(a["A"], [b.mul(_min(b, _i64(r), b.sub(a["mr"], _i64(1))), a["lda"])], inbounds=True)
-                for r in range(MR)]
-        lanes = ir.Constant(ir.VectorType(I64, VW), list(range(VW)))
-        masks = []
-        for h in range(2):
-            room = b.sub(a["nr"], _i64(h * VW))
-            masks.append(b.icmp_signed("<", lanes, _splat_i64(b, room)))
-        masked_load = _declare(self.m, "llvm.masked.load.v8f32.p0", V8, [V8P, I32, masks[0].type, V8])
-        zero = ir.Constant(V8, [0.0] * VW)
-        steps = [_i64(1)] * MR + [a["ldb"]]
-        accs, blocks = [], []
-        with b.if_else(b.icmp_signed("==", a["nr"], _i64(NR))) as (full, edge):
-            for masked, branch in ((False, full), (True, edge)):
-                with branch:
-                    def step(b, ptrs, u, masked=masked):
-                        bp = b.gep(ptrs[MR], [b.mul(_i64(u), a["ldb"])], inbounds=True)
-                        if masked:
-                            bv = tuple(b.call(masked_load, [b.bitcast(b.gep(bp, [_i64(h * VW)]), V8P),
-                                                            ir.Constant(I32, 4), masks[h], zero])
-                                       for h in range(2))
-                        else:
-                            bv = (_vload(b, bp, 0, 4), _vload(b, bp, VW, 4))
-                        av = [b.load(b.gep(ptrs[r], [_i64(u)], inbounds=True), align=4) for r in range(MR)]
-                        return av, bv
-
-                    accs.append(self._kloops(b, a["kc"], rows + [a["B"]], steps, step))
-                    blocks.append(b.block)
-        acc = []
-        for j in range(2 * MR):
-            p = b.phi(V8)
-            for vals, blk in zip(accs, blocks):
-                p.add_incoming(vals[j], blk)
-            acc.append(p)
         self._store_tile(b, f, a, acc)
         b.ret_void()
         return f
@@ -529,50 +485,71 @@ class _Gen:
             out[n] = b.load(b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True))
         return out
 
+    def _a_strides(self, lda):
+        """(row step, k step) of A in elements: A[i, k] is at A + i*rs + k*ks."""
+        return (_i64(1), lda) if self.trans_a else (lda, _i64(1))
+
+    def _b_strides(self, ldb):
+        """(k step, column step) of B in elements: B[k, j] is at B + k*ks + j*js."""
+        return (_i64(1), ldb) if self.trans_b else (ldb, _i64(1))
+
     def pack_b(self):
         """Task over 16-column panels p: Bp[p*16*kc + k*16 + j] = B[pc + k, jc + 16p + j]."""
         f, a = _fn(self.m, self.name + ".pack_b", (("ctx", I8P), ("begin", I64), ("end", I64)))
         b = ir.IRBuilder(f.append_basic_block("entry"))
         c = self._ctx(b, a["ctx"], ["B", "ldb", "Bp", "jc", "nc", "pc", "kc"])
-        kc, ldb = c["kc"], c["ldb"]
+        kc = c["kc"]
+        ks, js = self._b_strides(c["ldb"])
         with _Loop(b, a["begin"], a["end"], name="p") as p:
             col0 = b.mul(p, _i64(NR))
             ncols = _min(b, _i64(NR), b.sub(c["nc"], col0))
             dst = b.gep(c["Bp"], [b.mul(col0, kc)], inbounds=True)
-            src = b.gep(c["B"], [b.add(b.mul(c["pc"], ldb), b.add(c["jc"], col0))], inbounds=True)
+            src = b.gep(c["B"], [b.add(b.mul(c["pc"], ks), b.mul(b.add(c["jc"], col0), js))], inbounds=True)
             with b.if_else(b.icmp_signed("==", ncols, _i64(NR))) as (full, edge):
                 with full:
+                    if self.trans_b:  # 16 rows of B^T, each contiguous in k
+                        rows = [b.gep(src, [b.mul(_i64(j), js)], inbounds=True) for j in range(NR)]
                     with _Loop(b, _i64(0), kc, name="k") as k:
-                        s = b.gep(src, [b.mul(k, ldb)], inbounds=True)
                         d = b.gep(dst, [b.mul(k, _i64(NR))], inbounds=True)
-                        for h in range(2):
-                            _vstore(b, _vload(b, s, h * VW, 4), d, h * VW, 32)
+                        if self.trans_b:
+                            for h in range(2):
+                                v = ir.Constant(V8, ir.Undefined)
+                                for l in range(VW):
+                                    x = b.load(b.gep(rows[h * VW + l], [k], inbounds=True), align=4)
+                                    v = b.insert_element(v, x, ir.Constant(I32, l))
+                                _vstore(b, v, d, h * VW, 32)
+                        else:
+                            srow = b.gep(src, [b.mul(k, ks)], inbounds=True)
+                            for h in range(2):
+                                _vstore(b, _vload(b, srow, h * VW, 4), d, h * VW, 32)
                 with edge:
                     zero = ir.Constant(V8, [0.0] * VW)
                     with _Loop(b, _i64(0), kc, name="kz") as k:
-                        s = b.gep(src, [b.mul(k, ldb)], inbounds=True)
+                        srow = b.gep(src, [b.mul(k, ks)], inbounds=True)
                         d = b.gep(dst, [b.mul(k, _i64(NR))], inbounds=True)
                         for h in range(2):
                             _vstore(b, zero, d, h * VW, 32)
                         with _Loop(b, _i64(0), ncols, name="j") as j:
-                            b.store(b.load(b.gep(s, [j], inbounds=True), align=4),
+                            b.store(b.load(b.gep(srow, [b.mul(j, js)], inbounds=True), align=4),
                                     b.gep(d, [j], inbounds=True), align=4)
         b.ret_void()
 
     def _pack_a(self, b, dst, src, lda, mc, kc):
         """Ap[q*6*kc + k*6 + i] = A[6q + i, k] for the mc x kc block at src (zero rows past mc)."""
+        rs, ks = self._a_strides(lda)
         with _Loop(b, _i64(0), _ceil_div(b, mc, MR), name="q") as q:
             r0 = b.mul(q, _i64(MR))
             nrows = _min(b, _i64(MR), b.sub(mc, r0))
             d0 = b.gep(dst, [b.mul(r0, kc)], inbounds=True)
-            s0 = b.gep(src, [b.mul(r0, lda)], inbounds=True)
-            rows = [b.gep(s0, [b.mul(_i64(i), lda)], inbounds=True) for i in range(MR)]
+            s0 = b.gep(src, [b.mul(r0, rs)], inbounds=True)
+            rows = [b.gep(s0, [b.mul(_i64(i), rs)], inbounds=True) for i in range(MR)]
             with b.if_else(b.icmp_signed("==", nrows, _i64(MR))) as (full, edge):
                 with full:
                     with _Loop(b, _i64(0), kc, name="ka") as k:
                         d = b.gep(d0, [b.mul(k, _i64(MR))], inbounds=True)
+                        kk = b.mul(k, ks)
                         for i in range(MR):
-                            v = b.load(b.gep(rows[i], [k], inbounds=True), align=4)
+                            v = b.load(b.gep(rows[i], [kk], inbounds=True), align=4)
                             b.store(v, b.gep(d, [_i64(i)], inbounds=True), align=4)
                 with edge:
                     with _Loop(b, _i64(0), kc, name="kae") as k:
@@ -580,8 +557,8 @@ class _Gen:
                         for i in range(MR):
                             b.store(ir.Constant(F32, 0.0), b.gep(d, [_i64(i)], inbounds=True), align=4)
                         with _Loop(b, _i64(0), nrows, name="ia") as i:
-                            s = b.gep(s0, [b.add(b.mul(i, lda), k)], inbounds=True)
-                            b.store(b.load(s, align=4), b.gep(d, [i], inbounds=True), align=4)
+                            e = b.gep(s0, [b.add(b.mul(i, rs), b.mul(k, ks))], inbounds=True)
+                            b.store(b.load(e, align=4), b.gep(d, [i], inbounds=True), align=4)
 
     def compute(self, kernel):
         """Task claiming `grain` units at a time from the shared counter `next` until all
@@ -617,7 +594,8 @@ class _Gen:
         p1 = b.select(by_rows, npan, stop)
         with _Loop(b, r0, r1, MC, name="ic") as ic:
             mc = _min(b, _i64(MC), b.sub(r1, ic))
-            asrc = b.gep(c["A"], [b.add(b.mul(ic, c["lda"]), c["pc"])], inbounds=True)
+            ars, aks = self._a_strides(c["lda"])
+            asrc = b.gep(c["A"], [b.add(b.mul(ic, ars), b.mul(c["pc"], aks))], inbounds=True)
             self._pack_a(b, ap0, asrc, c["lda"], mc, kc)
             with _Loop(b, p0, p1, name="jp") as jp:
                 jr = b.mul(jp, _i64(NR))
@@ -634,17 +612,105 @@ class _Gen:
         b.position_at_end(out)
         b.ret_void()
 
-    # -- the entry points ---------------------------------------------------------------
-    def direct_compute(self, kernel):
-        """Task for M <= DIRECT_M: claims 16-column panels of C, each computed by the direct
-        kernel row panel by row panel (the B panel is then re-read from L1/L2)."""
-        f, a = _fn(self.m, self.name + ".direct", (("ctx", I8P), ("begin", I64), ("end", I64)))
+    # -- few rows: stream B row by row ----------------------------------------------------
+    def row_kernel(self, m):
+        """C[0:m, j0:j1] = epilogue(A[0:m, :] @ B[:, j0:j1]) for a fixed m <= DIRECT_M.
+
+        With so few rows, packing would cost more than the product and a 6x16 tile would
+        waste most of its FMAs. Instead B is streamed row by row (contiguous, prefetcher and
+        TLB friendly; each element read once), `ku` rows of B per pass over the C rows, which
+        stay in L1 (a claim covers at most ROW_CHUNK columns): per vector of C columns, m*ku
+        FMAs against m loads and m stores of C."""
+        params = (("K", I64), ("A", F32P), ("lda", I64), ("B", F32P), ("ldb", I64), ("C", F32P),
+                  ("ldc", I64), ("j0", I64), ("j1", I64), ("bias", F32P)) + self.epi.params
+        f, a = _fn(self.m, f"{self.name}.rows{m}", params)
+        f.attributes.add("noinline")
+        f.attributes.add("nounwind")
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        ku = min(4, 12 // m)  # k steps per pass: m*ku broadcasts + ku B vectors in registers
+        w = b.sub(a["j1"], a["j0"])
+        nfull = b.sdiv(w, _i64(VW))
+        rem = b.srem(w, _i64(VW))
+        tail = b.icmp_signed(">", rem, _i64(0))
+        mask = b.icmp_signed("<", ir.Constant(ir.VectorType(I64, VW), list(range(VW))), _splat_i64(b, rem))
+        mload = _declare(self.m, "llvm.masked.load.v8f32.p0", V8, [V8P, I32, mask.type, V8])
+        mstore = _declare(self.m, "llvm.masked.store.v8f32.p0", VOID, [V8, V8P, I32, mask.type])
+        zero = ir.Constant(V8, [0.0] * VW)
+        crow = [b.gep(a["C"], [b.add(b.mul(_i64(i), a["ldc"]), a["j0"])], inbounds=True) for i in range(m)]
+        ars, aks = self._a_strides(a["lda"])
+        arow = [b.gep(a["A"], [b.mul(_i64(i), ars)], inbounds=True) for i in range(m)]
+        b0 = b.gep(a["B"], [a["j0"]], inbounds=True)
+
+        def vec(p, off):
+            return b.bitcast(b.gep(p, [off], inbounds=True), V8P)
+
+        def columns(fn):
+            """fn(off, masked) for each full vector of the claim, then the masked tail."""
+            with _Loop(b, _i64(0), nfull, name="v") as v:
+                fn(b.mul(v, _i64(VW)), False)
+            with b.if_then(tail):
+                fn(b.mul(nfull, _i64(VW)), True)
+
+        def clear(off, masked):
+            for i in range(m):
+                if masked:
+                    b.call(mstore, [zero, vec(crow[i], off), ir.Constant(I32, 4), mask])
+                else:
+                    b.store(zero, vec(crow[i], off), align=4)
+
+        columns(clear)
+
+        def k_pass(k, n):
+            av = [[_splat(b, b.load(b.gep(arow[i], [b.mul(b.add(k, _i64(q)), aks)], inbounds=True), align=4))
+                   for q in range(n)] for i in range(m)]
+            brow = [b.gep(b0, [b.mul(b.add(k, _i64(q)), a["ldb"])], inbounds=True) for q in range(n)]
+
+            def update(off, masked):
+                if masked:
+                    bv = [b.call(mload, [vec(r, off), ir.Constant(I32, 4), mask, zero]) for r in brow]
+                else:
+                    bv = [b.load(vec(r, off), align=4) for r in brow]
+                for i in range(m):
+                    cp = vec(crow[i], off)
+                    c = b.call(mload, [cp, ir.Constant(I32, 4), mask, zero]) if masked else b.load(cp, align=4)
+                    for q in range(n):
+                        c = b.call(self.fma, [av[i][q], bv[q], c])
+                    if masked:
+                        b.call(mstore, [c, cp, ir.Constant(I32, 4), mask])
+                    else:
+                        b.store(c, cp, align=4)
+
+            columns(update)
+
+        kmain = b.mul(b.sdiv(a["K"], _i64(ku)), _i64(ku))
+        with _Loop(b, _i64(0), kmain, ku, name="k") as k:
+            k_pass(k, ku)
+        if ku > 1:
+            with _Loop(b, kmain, a["K"], name="kr") as k:
+                k_pass(k, 1)
+        if self.epi._emit is not None:
+            args = self._epi_args(a)
+            for i in range(m):
+                with _Loop(b, _i64(0), nfull, name="ev") as v:
+                    off = b.mul(v, _i64(VW))
+                    cp = vec(crow[i], off)
+                    ctx = EpilogueContext(b, args, VW)
+                    b.store(self.epi.apply(ctx, b.load(cp, align=4), _i64(i), b.add(a["j0"], off)), cp, align=4)
+                with _Loop(b, b.mul(nfull, _i64(VW)), w, name="et") as j:
+                    cp = b.gep(crow[i], [j], inbounds=True)
+                    ctx = EpilogueContext(b, args, 1)
+                    b.store(self.epi.apply(ctx, b.load(cp, align=4), _i64(i), b.add(a["j0"], j)), cp, align=4)
+        b.ret_void()
+        return f
+
+    def rows_task(self, kernels):
+        """Task for M <= DIRECT_M: claims chunks of ROW_GROUP columns, runs rows{M} on them."""
+        f, a = _fn(self.m, self.name + ".rows", (("ctx", I8P), ("begin", I64), ("end", I64)))
         b = ir.IRBuilder(f.append_basic_block("entry"))
         c = self._ctx(b, a["ctx"], ["M", "N", "K", "A", "lda", "B", "ldb", "C", "ldc", "units", "grain"]
                       + self.epi_names)
         nextp = b.gep(b.bitcast(a["ctx"], self.ctx_t.as_pointer()),
                       [ir.Constant(I32, 0), ir.Constant(I32, self.fields.index("next"))], inbounds=True)
-        epi = [c[n] for n in self.epi_names]
         claim = b.append_basic_block("claim")
         work = b.append_basic_block("work")
         out = b.append_basic_block("out")
@@ -653,17 +719,16 @@ class _Gen:
         start = b.atomic_rmw("add", nextp, c["grain"], "monotonic")
         b.cbranch(b.icmp_signed(">=", start, c["units"]), out, work)
         b.position_at_end(work)
-        stop = _min(b, b.add(start, c["grain"]), c["units"])
-        with _Loop(b, start, stop, name="jp") as jp:
-            jr = b.mul(jp, _i64(NR))
-            nr = _min(b, _i64(NR), b.sub(c["N"], jr))
-            bp = b.gep(c["B"], [jr], inbounds=True)
-            with _Loop(b, _i64(0), c["M"], MR, name="ir") as ir_:
-                mr = _min(b, _i64(MR), b.sub(c["M"], ir_))
-                ap = b.gep(c["A"], [b.mul(ir_, c["lda"])], inbounds=True)
-                cp = b.gep(c["C"], [b.add(b.mul(ir_, c["ldc"]), jr)], inbounds=True)
-                b.call(kernel, [c["K"], ap, c["lda"], bp, c["ldb"], cp, c["ldc"], mr, nr, ir_, jr] + epi)
-        b.branch(claim)
+        j0 = b.mul(start, _i64(ROW_GROUP))
+        j1 = _min(b, b.mul(b.add(start, c["grain"]), _i64(ROW_GROUP)), c["N"])
+        args = [c["K"], c["A"], c["lda"], c["B"], c["ldb"], c["C"], c["ldc"], j0, j1] + [c[n] for n in self.epi_names]
+        cases = [f.append_basic_block(f"m{m}") for m in range(1, DIRECT_M + 1)]
+        sw = b.switch(c["M"], claim)
+        for m, blk in enumerate(cases, 1):
+            sw.add_case(_i64(m), blk)
+            b.position_at_end(blk)
+            b.call(kernels[m - 1], args)
+            b.branch(claim)
         b.position_at_end(out)
         b.ret_void()
         return f
@@ -711,13 +776,13 @@ class _Gen:
         def grain_for(units):
             return b.sdiv(b.add(units, b.sub(claims, _i64(1))), claims)
 
-        # few rows: no packing, one pass over B
-        with b.if_then(b.icmp_signed("<=", M, _i64(DIRECT_M))):
-            units = _ceil_div(b, N, NR)
-            put("units", units)
-            put("grain", grain_for(units))
-            self._run(b, direct, raw, nt, par)
-            b.ret_void()
+        if direct is not None:  # few rows: no packing, one pass over B (rows contiguous)
+            with b.if_then(b.icmp_signed("<=", M, _i64(DIRECT_M))):
+                units = _ceil_div(b, N, ROW_GROUP)
+                put("units", units)
+                put("grain", _min(b, grain_for(units), _i64(ROW_CHUNK // ROW_GROUP)))
+                self._run(b, direct, raw, nt, par)
+                b.ret_void()
         mpan = _ceil_div(b, M, MR)
         # Split rows across threads when there are enough 6-row panels for an even split,
         # else split the 16-column panels (each thread then packs all of the few rows of A).
@@ -834,16 +899,19 @@ class _Gen:
         pack_b = self.m.get_global(self.name + ".pack_b")
         self.compute(kernel)
         compute = self.m.get_global(self.name + ".compute")
-        direct = self.direct_compute(self.direct_kernel())
+        direct = None if self.trans_b else self.rows_task([self.row_kernel(m) for m in range(1, DIRECT_M + 1)])
         one = self.driver(self.name, pack_b, compute, direct)
         self.batched(one)
         return self.m
 
 
-def gemm_ir(name, epilogue=None, parallel=True, triple=None, data_layout=None):
+def gemm_ir(name, epilogue=None, parallel=True, trans_a=False, trans_b=False, triple=None, data_layout=None):
     """IR text of a module defining @name and @name.batched (see the module docstring).
 
-    `parallel=False` makes a module that does not need the runtime's thread pool."""
+    `parallel=False` makes a module that does not need the runtime's thread pool.
+    `trans_a` / `trans_b`: the operand is given transposed, as a row-major K x M (A) or
+    N x K (B) matrix of leading dimension lda / ldb; C = A^T @ B, A @ B^T, A^T @ B^T (the
+    `x @ W.T` of a linear layer needs no copy of W)."""
     if triple is None or data_layout is None:
         try:
             from .llvm import llvm_target
@@ -851,7 +919,7 @@ def gemm_ir(name, epilogue=None, parallel=True, triple=None, data_layout=None):
         except ImportError:
             pass
     epilogue = epilogue or NONE
-    text = str(_Gen(name, epilogue, parallel, triple, data_layout).build())
+    text = str(_Gen(name, epilogue, parallel, triple, data_layout, trans_a, trans_b).build())
     if epilogue.prelude:
         defined = set()
         for line in epilogue.prelude.splitlines():
@@ -875,16 +943,16 @@ def _ctype(t):
     return _CTYPE["ptr" if isinstance(t, ir.PointerType) else str(t)]
 
 
-def compiled(epilogue=None, parallel=True):
+def compiled(epilogue=None, parallel=True, trans_a=False, trans_b=False):
     """(single, batched) ctypes functions of the gemm for `epilogue`, JIT-compiled once."""
     epilogue = epilogue or NONE
-    key = (id(epilogue), parallel)
+    key = (id(epilogue), bool(parallel), bool(trans_a), bool(trans_b))
     hit = _compiled.get(key)
     if hit is None or hit[0] is not epilogue:
         from .llvm import jit
 
         name = f"lucid_gemm_{len(_compiled)}_{''.join(ch if ch.isalnum() else '_' for ch in epilogue.name)}"
-        mod = jit(gemm_ir(name, epilogue, parallel), name)
+        mod = jit(gemm_ir(name, epilogue, parallel, trans_a, trans_b), name)
         extra = [_ctype(t) for _, t in epilogue.params]
         P, L = ctypes.c_void_p, ctypes.c_int64
         one = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, L, P, L, P, *extra)(mod.address(name))
@@ -894,28 +962,40 @@ def compiled(epilogue=None, parallel=True):
     return hit[2], hit[3]
 
 
-def _rows(x, what):
-    """x as float32 with unit column stride (a copy only when that does not hold)."""
+def _check(x, what):
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise DTypeError(f"gemm.matmul: {what} must be float32, got {x.dtype}")
     if x.ndim < 2:
         raise ShapeError(f"gemm.matmul: {what} must have at least 2 dimensions, got shape {x.shape}")
-    ok = (x.strides[-1] == 4 or x.shape[-1] <= 1) and all(s % 4 == 0 for s in x.strides) \
-        and (x.shape[-2] <= 1 or x.strides[-2] >= 4 * x.shape[-1])
-    if not ok:
-        x = np.ascontiguousarray(x)
     return x
+
+
+def _operand(x):
+    """(x, leading dimension, transposed): rows or columns contiguous, else a copy."""
+    (R, C), (r, c) = x.shape[-2:], x.strides[-2:]
+    if all(s % 4 == 0 for s in x.strides):
+        if (c == 4 or C <= 1) and (R <= 1 or r >= 4 * C):
+            return x, (r // 4 if R > 1 else max(1, C)), False
+        if (r == 4 or R <= 1) and (C <= 1 or c >= 4 * R):
+            return x, (c // 4 if C > 1 else max(1, R)), True
+    return np.ascontiguousarray(x), max(1, C), False
+
+
+def _batch3(x, batch):
+    """x broadcast to `batch` and flattened to (prod(batch), rows, cols), as a view if possible."""
+    return np.broadcast_to(x, batch + x.shape[-2:]).reshape((-1,) + x.shape[-2:])
 
 
 def matmul(a, b, bias=None, epilogue=None, args=(), out=None, parallel=True):
     """epilogue(a @ b) for float32 arrays through the JIT-compiled kernel (tests, benchmarks).
 
-    a is (..., M, K), b is (..., K, N) with equal (or one-sided) batch dimensions; rows may
-    be strided (views with a leading dimension larger than the row). `bias` (N,) is passed
-    to the epilogue (BIAS and BIAS_RELU read it); `args` are the epilogue's extra params
-    (numpy arrays are passed by address)."""
-    a, b = _rows(a, "a"), _rows(b, "b")
+    a is (..., M, K), b is (..., K, N) with broadcastable batch dimensions. Operands whose
+    rows or columns are contiguous (strided slices, transposed views such as `w.T`) are
+    used in place (the latter through the trans_a / trans_b kernels), others are copied.
+    `bias` (N,) is passed to the epilogue (BIAS and BIAS_RELU read it); `args` are the
+    epilogue's extra params (numpy arrays are passed by address)."""
+    a, b = _check(a, "a"), _check(b, "b")
     M, K = a.shape[-2:]
     K2, N = b.shape[-2:]
     if K != K2:
@@ -923,38 +1003,34 @@ def matmul(a, b, bias=None, epilogue=None, args=(), out=None, parallel=True):
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     if out is None:
         out = np.empty(batch + (M, N), np.float32)
-    elif out.shape != batch + (M, N) or out.dtype != np.float32 or out.strides[-1] != 4:
-        raise ShapeError(f"gemm.matmul: out must be float32 {batch + (M, N)} with unit column stride")
+    elif out.shape != batch + (M, N) or out.dtype != np.float32:
+        raise ShapeError(f"gemm.matmul: out must be float32 of shape {batch + (M, N)}")
     if bias is not None:
         bias = np.ascontiguousarray(bias, np.float32)
         if bias.shape != (N,):
             raise ShapeError(f"gemm.matmul: bias must have shape ({N},), got {bias.shape}")
-    one, many = compiled(epilogue, parallel)
-    keep = [a, b, out, bias]
-    extra = []
+    extra, keep = [], [bias]
     for x in args:
-        if isinstance(x, np.ndarray):
-            keep.append(x)
-            extra.append(x.ctypes.data)
-        else:
-            extra.append(x)
+        keep.append(x)
+        extra.append(x.ctypes.data if isinstance(x, np.ndarray) else x)
     bptr = None if bias is None else bias.ctypes.data
-    ld = lambda x: x.strides[-2] // 4 if x.shape[-2] > 1 else max(1, x.shape[-1])
+    if batch:
+        a, b, c = _batch3(a, batch), _batch3(b, batch), out.reshape((-1, M, N))
+    else:
+        c = out
+    a, lda, ta = _operand(a)
+    b, ldb, tb = _operand(b)
+    cw, ldc, tc = _operand(c)
+    in_place = not tc and cw is c and np.may_share_memory(c, out)
+    if not in_place:  # `out` has no unit column stride: compute into a temporary
+        cw, ldc = np.empty(c.shape, np.float32), max(1, N)
+    one, many = compiled(epilogue, parallel, ta, tb)
     if not batch:
-        one(M, N, K, a.ctypes.data, ld(a), b.ctypes.data, ld(b), out.ctypes.data, ld(out), bptr, *extra)
-        return out
-    nb = int(np.prod(batch))
-    a3 = np.broadcast_to(a, batch + a.shape[-2:]).reshape((-1,) + a.shape[-2:]) if a.shape[:-2] != batch \
-        or a.ndim != len(batch) + 2 else a.reshape((-1,) + a.shape[-2:])
-    b3 = np.broadcast_to(b, batch + b.shape[-2:]).reshape((-1,) + b.shape[-2:]) if b.shape[:-2] != batch \
-        or b.ndim != len(batch) + 2 else b.reshape((-1,) + b.shape[-2:])
-    o3 = out.reshape((nb, M, N))
-    if not np.shares_memory(o3, out):  # a strided `out` the reshape had to copy
-        o3 = np.empty((nb, M, N), np.float32)
-    keep += [a3, b3, o3]
-    stride = lambda x: x.strides[0] // 4 if x.shape[0] > 1 else 0
-    many(nb, M, N, K, a3.ctypes.data, stride(a3), ld(a3), b3.ctypes.data, stride(b3), ld(b3),
-         o3.ctypes.data, stride(o3), ld(o3), bptr, *extra)
-    if not np.shares_memory(o3, out):
-        out[...] = o3.reshape(out.shape)
+        one(M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, cw.ctypes.data, ldc, bptr, *extra)
+    else:
+        stride = lambda x: x.strides[0] // 4 if x.shape[0] > 1 else 0
+        many(c.shape[0], M, N, K, a.ctypes.data, stride(a), lda, b.ctypes.data, stride(b), ldb,
+             cw.ctypes.data, stride(cw), ldc, bptr, *extra)
+    if not in_place:
+        out[...] = cw.reshape(out.shape)
     return out

@@ -204,6 +204,7 @@ _DOT_STYLE = {
     "const": 'shape=box, style="rounded,dashed", fontcolor="#6b7280"',
     "call": 'fillcolor="#ffedd5"',
     "opaque": 'fillcolor="#ede9fe"',
+    "out_fusable": 'fillcolor="#fde68a"',
     "reduce": 'fillcolor="#fef3c7"',
     "injective": 'fillcolor="#ecfdf5"',
 }

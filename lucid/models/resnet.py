@@ -9,8 +9,8 @@ torchvision: `layer2.0.conv1.weight`, `layer2.0.downsample.1.running_var`, `fc.b
 `forward_features` returns the four stage outputs (C2..C5, strides 4, 8, 16, 32), the
 maps a feature pyramid network is built on, so a detector reuses this module as is.
 
-`docs_markdown()` writes docs/models/resnet.md from the code (the parameter counts in it
-are counted on built models): `python -m lucid.models.resnet > docs/models/resnet.md`.
+docs/models/resnet.md is the output of `docs_markdown()` (its parameter counts are
+counted on built models); the command that regenerates it is `REGENERATE` below.
 """
 import math
 
@@ -242,3 +242,184 @@ def resnet_152(num_classes=1000, **kwargs):
     return _build("resnet_152", num_classes, kwargs)
 
 
+
+
+# ---- documentation: docs/models/resnet.md is this function's output -------------------------
+
+_BLOCK_TEXT = {
+    BasicBlock: "BasicBlock (two 3x3 convolutions)",
+    Bottleneck: "Bottleneck (1x1 -> 3x3 -> 1x1, expanding 4x)",
+}
+
+REGENERATE = ("python -c \"from lucid.models.resnet import docs_markdown; "
+              "print(docs_markdown(), end='')\" > docs/models/resnet.md")
+
+
+def parameter_counts(num_classes=1000):
+    """{model name: parameter count}, counted on freshly built models."""
+    return {name: _build(name, num_classes, {}).parameter_size for name in _CONFIGS}
+
+
+def _spatial_after_stem(size):
+    """Side length of C2 for an input of side `size` (7x7/2 conv, then 3x3/2 max pool)."""
+    size = (size + 2 * 3 - 7) // 2 + 1
+    return (size + 2 * 1 - 3) // 2 + 1
+
+
+def _model_section(name, count):
+    block, layers = _CONFIGS[name]
+    channels = tuple(64 * 2 ** k * block.expansion for k in range(4))
+    side = _spatial_after_stem(224)
+    sides = [side]
+    for _ in range(3):
+        sides.append((sides[-1] - 1) // 2 + 1)  # each later stage: stride 2 (3x3 pad 1 or 1x1)
+    c2 = f"(2, {channels[0]}, {sides[0]}, {sides[0]})"
+    c5 = f"(2, {channels[3]}, {sides[3]}, {sides[3]})"
+    per_class = 512 * block.expansion + 1
+    depth = name.split("_")[1]
+    return f"""## {name}
+
+`{name}` builds ResNet-{depth}: {_BLOCK_TEXT[block]} blocks, {list(layers)} per stage,
+with feature channels {channels} at C2..C5.
+
+**Total Parameters**: {count:,} (with `num_classes=1000`)
+
+### Function Signature
+
+```python
+@register_model
+def {name}(num_classes: int = 1000, **kwargs) -> ResNet
+```
+
+### Parameters
+
+- **num_classes** (*int*, optional):
+  The number of output classes of the classifier `fc`. Default is 1000 (ImageNet).
+  Only `fc` depends on it: each class is {per_class:,} parameters.
+
+- **kwargs** (*dict*, optional):
+  Passed to `ResNet`: `in_channels` (*int*, default 3) is the number of input channels
+  (the stem's first convolution takes it), and `zero_init_residual` (*bool*, default
+  False) starts the last batch norm of every block at zero, so each block begins as the
+  identity.
+
+### Returns
+
+- **ResNet**:
+  The model, in training mode. `model(x)` gives logits of shape (N, num_classes);
+  `model.forward_features(x)` gives (C2, C3, C4, C5) with {channels} channels.
+
+### Examples
+
+```python
+import lucid
+from lucid.models import {name}
+
+model = {name}(num_classes=10)
+x = lucid.random.randn(2, 3, 224, 224)
+
+logits = model(x)                             # eager: shape (2, 10)
+c2, c3, c4, c5 = model.forward_features(x)    # {c2} ... {c5}
+
+model.eval()                                  # batch norm uses its running statistics
+compiled = lucid.compile(model)               # traced, optimised, compiled to native code
+logits = compiled(x)                          # shape (2, 10), model(x) up to float32 rounding
+```
+"""
+
+
+def docs_markdown(counts=None):
+    """The text of docs/models/resnet.md. `counts` ({name: parameters}) defaults to
+    `parameter_counts()`, i.e. to building every model."""
+    counts = parameter_counts() if counts is None else counts
+    rows = "\n".join(
+        f"| `{name}` | {block.__name__} | {list(layers)} | "
+        f"{tuple(64 * 2 ** k * block.expansion for k in range(4))} | {counts[name]:,} |"
+        for name, (block, layers) in _CONFIGS.items())
+    sections = "\n".join(_model_section(name, counts[name]) for name in _CONFIGS)
+    return f"""# ResNet: {", ".join(f"`{n}`" for n in _CONFIGS)}
+
+<!-- Generated from lucid/models/resnet.py by docs_markdown(); tests/models/test_resnet.py
+checks that this file is its output. Regenerate with:
+{REGENERATE} -->
+
+The ResNet family (He et al., 2015, "Deep Residual Learning for Image Recognition") of
+image classifiers, registered in `lucid.models` (`create_model("resnet_50")` works too).
+They double as detection backbones: `forward_features` returns the four stage outputs
+(C2..C5) that a feature pyramid network is built on.
+
+| model | block | blocks per stage | channels of C2..C5 | parameters (1000 classes) |
+| --- | --- | --- | --- | --- |
+{rows}
+
+Lucid does not ship pretrained weights; train them, or load torchvision's (below).
+
+## Architecture
+
+The layout, and the names of the parameters, are torchvision's:
+
+- `stem`: `Sequential(Conv2d(3, 64, 7, stride=2, padding=3, bias=False), BatchNorm2d(64), ReLU())`
+- `maxpool`: `MaxPool2d(3, stride=2, padding=1)`
+- `layer1` ... `layer4`: `Sequential`s of blocks with 64, 128, 256 and 512 channels inside
+  each block (times 4 at a Bottleneck's output); `layer2` to `layer4` halve the resolution
+  in their first block. A block adds its input (the shortcut) to its last batch norm's
+  output, then applies ReLU. Where the shape changes, the shortcut is `downsample`: a
+  strided 1x1 convolution and a batch norm. A Bottleneck puts the stride on its 3x3
+  convolution (torchvision's "ResNet v1.5").
+- `avgpool`: `AdaptiveAvgPool2d(1)`; `fc`: `Linear(512 * expansion, num_classes)`.
+
+Convolutions start He-normal (fan_out, relu), batch norms at weight 1 and bias 0, and
+`fc` with `Linear`'s default, as in torchvision.
+
+- `model(x)`: logits, shape (N, num_classes), for x of shape (N, in_channels, H, W).
+- `model.forward_features(x)`: (C2, C3, C4, C5), the outputs of `layer1` ... `layer4`, at
+  strides 4, 8, 16 and 32 (H = 224 gives 56, 28, 14, 7); their channel counts are
+  `model.feature_channels`.
+- An input of another rank or channel count raises `lucid.ShapeError` naming the model,
+  e.g. `resnet_50: expected 3 input channels on axis 1 (N, 3, H, W), got shape (1, 1, 64, 64)`.
+
+## Loading torchvision weights
+
+Only the stem is named differently. `lucid.models.resnet.convert_torchvision_state_dict`
+renames a torchvision state dict; its values may be torch tensors.
+
+| torchvision | lucid |
+| --- | --- |
+| `conv1.weight` | `stem.0.weight` |
+| `bn1.weight`, `bn1.bias`, `bn1.running_mean`, `bn1.running_var`, `bn1.num_batches_tracked` | `stem.1.*` (same suffixes) |
+| `layerK.B.convI.*`, `layerK.B.bnI.*`, `layerK.B.downsample.0.*`, `layerK.B.downsample.1.*` | unchanged |
+| `fc.weight`, `fc.bias` | unchanged |
+
+```python
+import torch
+from lucid.models import resnet_50
+from lucid.models.resnet import convert_torchvision_state_dict
+
+state = torch.load("resnet50.pth")            # a torchvision resnet50 state dict
+model = resnet_50()
+model.load_state_dict(convert_torchvision_state_dict(state))
+```
+
+{sections}
+## Training notes
+
+`model.train()` (the default) makes batch norm use batch statistics and update its
+running estimates; `model.eval()` switches to the running estimates, which is what the
+compiled inference examples above use. A training step is ordinary lucid code:
+
+```python
+import lucid
+import lucid.nn.functional as F
+from lucid.models import resnet_18
+
+model = resnet_18(num_classes=10)
+opt = lucid.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+x = lucid.random.randn(8, 3, 64, 64)
+y = lucid.randint(0, 10, size=(8,))
+loss = F.cross_entropy(model(x), y)
+opt.zero_grad()
+loss.backward()
+opt.step()
+```
+"""

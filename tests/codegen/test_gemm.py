@@ -44,6 +44,14 @@ def test_shapes(rng, threads, shape):
     _close(gemm.matmul(a, b), a, b)
 
 
+def test_few_rows_many_columns(rng, threads):
+    """M <= 6 streams B row by row; column chunks with vector tails, K with remainders."""
+    for m in range(1, 8):
+        for n, k in [(1100, 37), (7, 9), (515, 1)]:
+            a, b = _mats(rng, m, n, k)
+            _close(gemm.matmul(a, b), a, b)
+
+
 def test_random_small_shapes(rng, threads):
     for _ in range(40):
         m, n, k = rng.integers(1, 38, size=3)
@@ -62,9 +70,10 @@ def test_empty_dimensions(rng):
     assert gemm.matmul(*_mats(rng, 5, 0, 3)).shape == (5, 0)
 
 
-def test_strided_views(rng, threads):
+@pytest.mark.parametrize("m", [3, 37], ids=["rows-path", "packed-path"])
+def test_strided_views(rng, threads, m):
     """Leading dimensions larger than the rows: A, B and C are column slices of wider arrays."""
-    m, n, k = 37, 45, 300
+    n, k = 45, 300
     big_a = rng.standard_normal((m, k + 11)).astype(np.float32)
     big_b = rng.standard_normal((k, n + 7)).astype(np.float32)
     big_c = np.full((m, n + 20), 7.0, np.float32)
@@ -76,6 +85,30 @@ def test_strided_views(rng, threads):
     # non-unit column strides are copied first
     at = rng.standard_normal((k, m)).astype(np.float32).T
     _close(gemm.matmul(at, b), np.ascontiguousarray(at), np.ascontiguousarray(b))
+
+
+@pytest.mark.parametrize("trans_a", [False, True], ids=["A", "At"])
+@pytest.mark.parametrize("trans_b", [False, True], ids=["B", "Bt"])
+@pytest.mark.parametrize("shape", [(1, 33, 20), (5, 40, 300), (37, 45, 300), (70, 20, 9), (13, 1, 17)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_transposed_operands(rng, threads, trans_a, trans_b, shape):
+    """Transposed views (x @ w.T, x.T @ g) run in place through the trans_a / trans_b kernels."""
+    m, n, k = shape
+    a = rng.standard_normal((k, m)).astype(np.float32).T if trans_a else rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k)).astype(np.float32).T if trans_b else rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    _close(gemm.matmul(a, b, bias, gemm.BIAS), np.ascontiguousarray(a), np.ascontiguousarray(b),
+           lambda y: y + bias)
+    assert gemm.compiled(gemm.BIAS, True, trans_a, trans_b)  # the flavour was compiled once
+
+
+def test_transposed_batched_and_out(rng):
+    a = rng.standard_normal((3, 40, 25)).astype(np.float32).transpose(0, 2, 1)  # (3, 25, 40)
+    b = rng.standard_normal((30, 40)).astype(np.float32).T                      # (40, 30)
+    out = np.empty((3, 30, 25), np.float32).transpose(0, 2, 1)                  # not row-major
+    got = gemm.matmul(a, b, out=out)
+    assert got is out
+    np.testing.assert_allclose(out, np.matmul(a.astype(np.float64), b), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(50, 70, 600), (6, 16, 8), (7, 21, 300), (3, 1000, 20)],
@@ -117,11 +150,12 @@ def _position(c, v, row, col):
 _POSITION = gemm.Epilogue("position", _position)
 
 
+@pytest.mark.parametrize("m", [5, 20], ids=["rows-path", "packed-path"])
 @pytest.mark.parametrize("k", [0, 1, 255, 256, 257, 700])
-def test_custom_epilogue_once_with_row_and_col(rng, threads, k):
+def test_custom_epilogue_once_with_row_and_col(rng, threads, k, m):
     """The epilogue runs once per element, after the whole K reduction (K spans several
     KC blocks here), and sees the element's own row and column, in full and edge tiles."""
-    m, n = 20, 37
+    n = 37
     a, b = _mats(rng, m, n, k)
     rows, cols = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
     _close(gemm.matmul(a, b, epilogue=_POSITION), a, b, lambda y: 2 * y + 1000 * rows + cols)

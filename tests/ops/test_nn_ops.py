@@ -6,7 +6,6 @@ convolution ops together, a geometry sweep checked by finite differences of the 
 references, second-order gradients through the closed conv set, shape-rule errors,
 tracing, and the reference's speed on a ResNet-sized layer.
 """
-import time
 
 import numpy as np
 import pytest
@@ -381,24 +380,3 @@ def test_large_row_blocks_agree(rng, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-# ---- speed of the reference ----------------------------------------------------------------------------------------
-
-def test_conv2d_reference_is_fast_on_a_resnet_layer(rng):
-    """x[1,64,56,56] * w[64,64,3,3] is one of ResNet-50's most common layers; the reference
-    runs it in a few milliseconds on an idle machine. On a busy one, it must stay within a
-    small factor of the bare matmul it reduces to (the im2col copy is the only overhead)."""
-    x = rng.normal(size=(1, 64, 56, 56)).astype(np.float32)
-    w = rng.normal(size=(64, 64, 3, 3)).astype(np.float32)
-    attrs = _conv_attrs(padding=1)
-    a, b = w.reshape(64, -1), rng.normal(size=(576, 56 * 56)).astype(np.float32)
-    N._conv2d_ref(x, w, **attrs)
-    best = min(_timed(lambda: N._conv2d_ref(x, w, **attrs)) for _ in range(5))
-    matmul = min(_timed(lambda: a @ b) for _ in range(5))
-    assert best < 0.05 or best < 10 * matmul, \
-        f"conv2d reference took {best * 1e3:.1f} ms, its matmul alone {matmul * 1e3:.1f} ms"
-
-
-def _timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
