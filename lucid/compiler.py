@@ -340,6 +340,8 @@ class CompiledFunction:
             t0 = time.perf_counter()
             build.program = NativeProgram(graph, name=f"lucid_{len(self.builds)}")
             build.phases["build"] = time.perf_counter() - t0
+            if dumper is not None:
+                dumper.add_phase("build", build.phases["build"])
 
         build.tensors = dict(traced.meta.get("tensors", {}))
         updates = set(graph.meta.get("updates", ()))

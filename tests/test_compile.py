@@ -184,3 +184,26 @@ def test_results_do_not_depend_on_the_thread_count(threads, rng):
 def test_bad_thread_counts_are_refused():
     with pytest.raises(lucid.LucidError, match="threads"):
         lucid.compile(lambda x: x, threads=0)
+
+
+def test_debug_dir_gets_per_pass_dumps_and_a_summary(tmp_path):
+    model = small_resnet().eval()
+    compiled = lucid.compile(model, debug_dir=str(tmp_path))
+    compiled(lucid.random.randn(1, 3, 8, 8))
+    build_dir = tmp_path / "build_01"
+    names = sorted(p.name for p in build_dir.iterdir())
+    assert "00_input.txt" in names and "00_input.html" in names
+    assert any(n.endswith("fuse.after.txt") for n in names)
+    assert any(n.endswith("plan_memory.after.html") for n in names)
+    summary = (build_dir / "summary.txt").read_text()
+    for word in ("optimize", "fuse", "plan_memory", "trace", "build", "arena", "lower bound", "naive"):
+        assert word in summary, word
+    fused = (build_dir / [n for n in names if n.endswith("fuse.after.txt")][0]).read_text()
+    assert "call(" in fused
+
+
+def test_lucid_dump_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUCID_DUMP", str(tmp_path))
+    compiled = lucid.compile(lambda x: lucid.relu(x) * 2.0)
+    compiled(lucid.random.randn(3))
+    assert (tmp_path / "build_01" / "summary.json").exists()
