@@ -6,4 +6,5 @@ from .registry import (ModelRegistry, create_model, get_model, is_model, isolate
 from .resnet import resnet_18, resnet_34, resnet_50, resnet_101, resnet_152  # noqa: F401
 
 __all__ = ["register_model", "unregister_model", "list_models", "create_model", "get_model",
-           "is_model", "isolated_registry", "ModelRegistry"]
+           "is_model", "isolated_registry", "ModelRegistry",
+           "resnet_18", "resnet_34", "resnet_50", "resnet_101", "resnet_152"]
