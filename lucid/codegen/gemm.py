@@ -431,29 +431,21 @@ class _Gen:
         full = b.and_(b.icmp_signed("==", a["mr"], _i64(MR)), b.icmp_signed("==", a["nr"], _i64(NR)))
         with b.if_else(full) as (then, otherwise):
             with then:
-                # four copies of the vector store, one per (first, last) combination
-                cases = [(True, True), (True, False), (False, True), (False, False)]
-                blocks = [f.append_basic_block(f"store.f{int(x)}l{int(y)}") for x, y in cases]
-                join = f.append_basic_block("store.join")
-                sel = b.add(b.zext(a["first"], I64), b.shl(b.zext(a["last"], I64), _i64(1)))
-                sw = b.switch(sel, blocks[3])
-                for (x, y), blk in zip(cases, blocks):
-                    sw.add_case(_i64(int(x) + 2 * int(y)), blk)
-                for (x, y), blk in zip(cases, blocks):
-                    b.position_at_end(blk)
-                    for r in range(MR):
-                        rowp = b.gep(a["C"], [b.mul(_i64(r), a["ldc"])], inbounds=True)
-                        for h in range(2):
-                            v = acc[2 * r + h]
-                            if not x:
-                                v = b.fadd(v, _vload(b, rowp, h * VW, 4))
-                            if y:
-                                ctx = EpilogueContext(b, self._epi_args(a), VW)
-                                v = self.epi.apply(ctx, v, b.add(a["row"], _i64(r)),
-                                                   b.add(a["col"], _i64(h * VW)))
-                            _vstore(b, v, rowp, h * VW, 4)
-                    b.branch(join)
-                b.position_at_end(join)
+                # C is valid memory: reading it on the first K block and discarding is
+                # harmless, so only `last` (the epilogue) needs a second copy of the stores
+                with b.if_else(a["last"]) as (final, partial):
+                    for apply_epi, branch in ((True, final), (False, partial)):
+                        with branch:
+                            for r in range(MR):
+                                rowp = b.gep(a["C"], [b.mul(_i64(r), a["ldc"])], inbounds=True)
+                                for h in range(2):
+                                    v = acc[2 * r + h]
+                                    v = b.select(a["first"], v, b.fadd(v, _vload(b, rowp, h * VW, 4)))
+                                    if apply_epi:
+                                        ctx = EpilogueContext(b, self._epi_args(a), VW)
+                                        v = self.epi.apply(ctx, v, b.add(a["row"], _i64(r)),
+                                                           b.add(a["col"], _i64(h * VW)))
+                                    _vstore(b, v, rowp, h * VW, 4)
             with otherwise:
                 with b.goto_entry_block():
                     tile = b.alloca(ir.ArrayType(F32, MR * NR), name="tile")
@@ -688,18 +680,33 @@ class _Gen:
         if ku > 1:
             with _Loop(b, kmain, a["K"], name="kr") as k:
                 k_pass(k, 1)
-        if self.epi._emit is not None:
-            args = self._epi_args(a)
-            for i in range(m):
-                with _Loop(b, _i64(0), nfull, name="ev") as v:
-                    off = b.mul(v, _i64(VW))
-                    cp = vec(crow[i], off)
-                    ctx = EpilogueContext(b, args, VW)
-                    b.store(self.epi.apply(ctx, b.load(cp, align=4), _i64(i), b.add(a["j0"], off)), cp, align=4)
-                with _Loop(b, b.mul(nfull, _i64(VW)), w, name="et") as j:
-                    cp = b.gep(crow[i], [j], inbounds=True)
-                    ctx = EpilogueContext(b, args, 1)
-                    b.store(self.epi.apply(ctx, b.load(cp, align=4), _i64(i), b.add(a["j0"], j)), cp, align=4)
+        if self.epi_rows is not None:
+            b.call(self.epi_rows, [a["C"], a["ldc"], _i64(m), a["j0"], a["j1"]]
+                   + [a[n] for n in self.epi_names])
+        b.ret_void()
+        return f
+
+    def epilogue_rows(self):
+        """C[i, j] = epilogue(C[i, j], i, j) for i < m, j0 <= j < j1 (after row_kernel)."""
+        params = (("C", F32P), ("ldc", I64), ("m", I64), ("j0", I64), ("j1", I64), ("bias", F32P)) \
+            + self.epi.params
+        f, a = _fn(self.m, f"{self.name}.epilogue_rows", params)
+        f.attributes.add("noinline")
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        args = self._epi_args(a)
+        w = b.sub(a["j1"], a["j0"])
+        nfull = b.sdiv(w, _i64(VW))
+        with _Loop(b, _i64(0), a["m"], name="i") as i:
+            crow = b.gep(a["C"], [b.add(b.mul(i, a["ldc"]), a["j0"])], inbounds=True)
+            with _Loop(b, _i64(0), nfull, name="ev") as v:
+                off = b.mul(v, _i64(VW))
+                cp = b.bitcast(b.gep(crow, [off], inbounds=True), V8P)
+                ctx = EpilogueContext(b, args, VW)
+                b.store(self.epi.apply(ctx, b.load(cp, align=4), i, b.add(a["j0"], off)), cp, align=4)
+            with _Loop(b, b.mul(nfull, _i64(VW)), w, name="et") as j:
+                cp = b.gep(crow, [j], inbounds=True)
+                ctx = EpilogueContext(b, args, 1)
+                b.store(self.epi.apply(ctx, b.load(cp, align=4), i, b.add(a["j0"], j)), cp, align=4)
         b.ret_void()
         return f
 
@@ -899,6 +906,7 @@ class _Gen:
         pack_b = self.m.get_global(self.name + ".pack_b")
         self.compute(kernel)
         compute = self.m.get_global(self.name + ".compute")
+        self.epi_rows = None if self.epi._emit is None or self.trans_b else self.epilogue_rows()
         direct = None if self.trans_b else self.rows_task([self.row_kernel(m) for m in range(1, DIRECT_M + 1)])
         one = self.driver(self.name, pack_b, compute, direct)
         self.batched(one)

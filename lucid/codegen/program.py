@@ -24,6 +24,8 @@ from .lowering import ELEMENTAL, KERNELS
 
 PARALLEL_MIN_ELEMENTS = 1 << 14  # below this a kernel runs on the calling thread only
 _LOADED = {}  # program key -> JitModule already in this process's engine
+ROW_SPLIT_BELOW = 64  # with fewer output rows than this, long rows are split into blocks
+COLUMN_BLOCK = 4096  # elements per block of a split row
 
 
 def _single_op_function(node, name):
@@ -121,7 +123,7 @@ class _ModuleBuilder:
         kernel.linkage = "internal"
         b = ir.IRBuilder(kernel.append_basic_block("entry"))
         ctx = b.bitcast(kernel.args[0], U.I8P)
-        if size >= PARALLEL_MIN_ELEMENTS and rows > 1:
+        if size >= PARALLEL_MIN_ELEMENTS and rows > 1:  # rows: work units of the body
             b.call(self.runtime_parallel_for(), [body, ctx, U.i64(rows)])
         else:
             b.call(body, [ctx, U.i64(0), U.i64(rows)])
@@ -269,30 +271,43 @@ class NativeProgram:
 
 
 def elemental_rows(mb, name, fn, out, pointers):
-    """@name(ctx, begin, end): rows [begin, end) of `out`, each element computed elementally.
+    """@name(ctx, begin, end): work units [begin, end) of `out`, computed elementally.
 
-    `pointers(builder, ctx)` gives (leaf node -> buffer pointer, output pointer). Rows are
-    all but the last dimension; the last one is the inner loop, which LLVM vectorises."""
+    The output is seen as rows (all but the last dimension) of `width` elements; a unit
+    is one row, or, when there are too few rows to keep every thread busy, one block of
+    a row. The innermost loop runs along a row, which LLVM vectorises.
+    `pointers(builder, ctx)` gives (leaf node -> buffer pointer, output pointer)."""
+    shape = out.type.shape
+    lead, width = (shape[:-1], shape[-1]) if shape else ((), 1)
+    rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
+    blocks = 1
+    if rows < ROW_SPLIT_BELOW and width >= 2 * COLUMN_BLOCK:
+        blocks = -(-width // COLUMN_BLOCK)
+    block = -(-width // blocks)
     body = ir.Function(mb.module, ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64]), f"{name}.rows")
     body.linkage = "internal"
     b = ir.IRBuilder(body.append_basic_block("entry"))
     ctx, begin, end = body.args
     leaves, outp = pointers(b, ctx)
     E = Elemental(b, mb.module, leaves)
-    shape = out.type.shape
-    lead, width = (shape[:-1], shape[-1]) if shape else ((), 1)
-    with U.loop(b, end, start=begin, name="row") as r:
+    with U.loop(b, end, start=begin, name="unit") as u:
         with E.scoped():
+            r = b.udiv(u, U.i64(blocks)) if blocks > 1 else u
             row_idx = E.delinearize(r, lead)
             base = b.mul(r, U.i64(width))
-            with U.loop(b, U.i64(width), name="col") as c:
+            if blocks > 1:
+                first = b.mul(b.urem(u, U.i64(blocks)), U.i64(block))
+                stop = b.add(first, U.i64(block))
+                stop = b.select(b.icmp_signed(">", stop, U.i64(width)), U.i64(width), stop)
+            else:
+                first, stop = U.i64(0), U.i64(width)
+            with U.loop(b, stop, start=first, name="col") as c:
                 with E.scoped():
                     idx = row_idx + (c,) if shape else ()
                     v = E.value(out, idx)
                     U.store_elem(b, v, b.gep(outp, [b.add(base, c)], inbounds=True), out.type.dtype)
     b.ret_void()
-    rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
-    return rows, body
+    return rows * blocks, body
 
 
 def _contiguous(arr):

@@ -176,10 +176,13 @@ _TWICE = gemm.elementwise(
     prelude=_TWICE_PRELUDE)
 
 
+_ABS_TWICE = gemm.chain(_ABS, _TWICE)
+
+
 def test_elementwise_epilogues_with_intrinsics_and_prelude(rng):
-    a, b = _mats(rng, 19, 35, 40)
-    _close(gemm.matmul(a, b, epilogue=_ABS), a, b, np.abs)
-    _close(gemm.matmul(a, b, epilogue=_TWICE), a, b, lambda y: 2 * y)
+    for m in (4, 19):
+        a, b = _mats(rng, m, 35, 40)
+        _close(gemm.matmul(a, b, epilogue=_ABS_TWICE), a, b, lambda y: 2 * np.abs(y))
     text = gemm.gemm_ir("prelude_check", _TWICE)
     assert "declare float @twice_f" not in text and "define internal float @twice_f" in text
 
