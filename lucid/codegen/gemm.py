@@ -50,8 +50,10 @@ call serially, so a gemm called from inside a parallel loop is simply single-thr
 `parallel=False` calls the same task functions directly over [0, n): such a module needs
 no runtime at all.
 
-Entry points of the module built by `gemm_ir(name, epilogue)` (pointers are float*, strides
-are in elements, all matrices row-major with unit column stride):
+Entry points of the module built by `gemm_ir(name, epilogue, parallel, trans_a, trans_b)`
+(pointers are float*, strides in elements; matrices row-major with unit column stride,
+except that with trans_a / trans_b the operand is passed as its transpose: A as a K x M,
+B as an N x K row-major matrix, e.g. a linear layer's weight for `x @ W.T`):
 
     void @name(i64 M, i64 N, i64 K, float* A, i64 lda, float* B, i64 ldb,
                float* C, i64 ldc, float* bias_or_null, <epilogue params>...)

@@ -520,25 +520,48 @@ def _roi_align_ref(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
     return out
 
 
-def _scatter_rows(dest, index, values):
-    """dest[index[i]] += values[i] for every i (repeated indices add up), via one sort."""
-    order = np.argsort(index, kind="stable")
-    index = index[order]
-    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
-    dest[index[starts]] += np.add.reduceat(values[order], starts, axis=0)
+def _distinct_taps(idx, weight):
+    """Per RoI, the distinct rows (or columns) its taps read and the weights onto them.
+
+    idx, weight: [K, bins, T] from `_axis_samples`. Returns (rows [K, bins*T], whose first
+    count[k] entries are RoI k's distinct rows in increasing order; count [K]; dense
+    [K, bins, bins*T] weights, bin p onto distinct row u, repeated taps summed)."""
+    k, bins, taps = idx.shape
+    flat = idx.reshape(k, -1)
+    order = np.argsort(flat, axis=1, kind="stable")
+    ordered = np.take_along_axis(flat, order, axis=1)
+    new = np.ones(ordered.shape, dtype=bool)
+    new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    group = np.cumsum(new, axis=1) - 1
+    local = np.empty_like(group)
+    np.put_along_axis(local, order, group, axis=1)
+    rows = np.zeros_like(ordered)
+    np.put_along_axis(rows, group, ordered, axis=1)
+    dense = np.zeros((k, bins, bins * taps), dtype=weight.dtype)
+    at = (np.arange(k)[:, None, None] * bins + np.arange(bins)[None, :, None]) * (bins * taps) \
+        + local.reshape(k, bins, taps)
+    np.add.at(dense.reshape(-1), at.reshape(-1), weight.reshape(-1))
+    return rows, group[:, -1] + 1, dense
 
 
 def _roi_align_grad_ref(g, rois, feature_shape, output_size, spatial_scale, sampling_ratio, aligned):
+    """RoI by RoI: g[k] is spread onto the grid of the RoI's distinct tap rows x columns
+    (two small matmuls), which is added to the C-contiguous rows of an NHWC buffer. The
+    grid has no repeated position, so a plain fancy-indexed += is exact; RoIs that overlap
+    each other are added one after the other."""
     b, iy, wy, ix, wx, count = _roi_taps(rois, feature_shape, output_size, spatial_scale, sampling_ratio,
                                          aligned, "roi_align_grad")
     n, c, height, width = feature_shape
-    nhwc = np.zeros((n * height * width, c), dtype=g.dtype)
+    rows, n_rows, ry = _distinct_taps(iy, wy)
+    cols, n_cols, rx = _distinct_taps(ix, wx)
+    out = np.zeros((n * height * width, c), dtype=g.dtype)
     share = g / count
-    for sl in _roi_chunks(rois.shape[0], iy.shape[1] * iy.shape[2] * ix.shape[1] * ix.shape[2] * c):
-        vals = np.einsum("kpa,kqb,kcpq->kpaqbc", wy[sl], wx[sl], share[sl])
-        rows = (b[sl, None, None, None, None] * height + iy[sl, :, :, None, None]) * width + ix[sl, None, None]
-        _scatter_rows(nhwc, rows.reshape(-1), vals.reshape(-1, c))
-    return nhwc.reshape(n, height, width, c).transpose(0, 3, 1, 2).copy()
+    for k in range(rois.shape[0]):
+        u, v = n_rows[k], n_cols[k]
+        spread = np.matmul(np.matmul(ry[k, :, :u].T, share[k]), rx[k, :, :v])  # [C, u, v]
+        at = b[k] * (height * width) + (rows[k, :u, None] * width + cols[k, None, :v]).reshape(-1)
+        out[at] += spread.reshape(c, -1).T
+    return out.reshape(n, height, width, c).transpose(0, 3, 1, 2).copy()
 
 
 def _roi_align_vjp(g, y, x, rois, **attrs):
