@@ -32,12 +32,25 @@ _SGEMM_TYPE = ir.FunctionType(U.VOID, [U.I64, U.I64, U.I64, U.F32.as_pointer(), 
                                        U.I64, U.F32.as_pointer(), U.I64, U.F32.as_pointer()])
 
 
-def ensure_gemm():
-    """JIT the shared gemm into the engine once per process (kernels call it by name)."""
-    from .gemm import gemm_ir
-    from .llvm import jit
+_gemm_loaded = []
 
-    jit(gemm_ir(SGEMM), "lucid-sgemm")
+
+def ensure_gemm():
+    """Load the shared gemm into the engine once per process (kernels call it by name),
+    from the disk cache when it is there."""
+    if _gemm_loaded:
+        return
+    from . import cache
+    from .gemm import gemm_ir
+    from .llvm import jit, load_object
+
+    key = cache.program_key(f"shared gemm {SGEMM}")
+    data = cache.load(key)
+    if data is not None:
+        load_object(data, "lucid-sgemm")
+    else:
+        cache.store(key, jit(gemm_ir(SGEMM), "lucid-sgemm").object)
+    _gemm_loaded.append(True)
 
 
 def anchor_of(fn):
