@@ -4,7 +4,9 @@
 
 For each square size and thread count: warm-up, then `runs` rounds that time lucid and
 numpy alternately (each sample repeats the call until it lasts >= 50 ms), so background
-load hits both alike; prints the medians in GFLOP/s and the ratio lucid / numpy.
+load hits both alike; prints the medians in GFLOP/s, their ratio lucid / numpy, the median
+of the per-round ratios ("paired": the steadier figure on a busy machine) and the best
+sample of each.
 
 numpy's BLAS threads are limited with threadpoolctl when it is installed; otherwise each
 thread count runs in a child process started with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS.
@@ -68,9 +70,10 @@ def run(sizes, threads, runs, limit_numpy):
                 tn.append(_sample(numpy_fn))
         flop = 2.0 * n ** 3
         gl, gn = flop / _median(tl) / 1e9, flop / _median(tn) / 1e9
+        paired = _median([n_ / l_ for l_, n_ in zip(tl, tn)])
         print(f"n={n:5d} threads={threads}  lucid {gl:6.1f} GFLOP/s  numpy {gn:6.1f} GFLOP/s  "
-              f"ratio {gl / gn:4.2f}  (best-of: lucid {flop / min(tl) / 1e9:5.1f}, "
-              f"numpy {flop / min(tn) / 1e9:5.1f}; rel. err {err:.1e})", flush=True)
+              f"ratio {gl / gn:4.2f} (paired {paired:4.2f})  best-of: lucid {flop / min(tl) / 1e9:5.1f}, "
+              f"numpy {flop / min(tn) / 1e9:5.1f}  rel.err {err:.0e}", flush=True)
 
 
 def _describe_numpy():

@@ -17,7 +17,7 @@ or `conv_transpose2d` with groups=1, is emitted as:
    each element is read, then written, at the same index.
 
 Anything else in those ops (float64, grouped convolutions, an epilogue that changes the
-shape) keeps the generic elemental lowering.
+shape or dtype) keeps the generic elemental lowering.
 """
 import llvmlite.ir as ir
 import numpy as np
@@ -60,8 +60,8 @@ def anchor_of(fn):
         return None
     head = nodes[0]
     out = fn.outputs[0]
-    if head.op not in GEMM_OPS or head.type.dtype != float32 or head.type.shape != out.type.shape:
-        return None
+    if head.op not in GEMM_OPS or head.type != out.type or head.type.dtype != float32:
+        return None  # the output buffer holds the anchor's result before the epilogue runs
     if any(i.op != "input" for i in head.inputs):
         return None
     if head.op != "matmul" and head.attrs["groups"] != 1:

@@ -797,3 +797,5 @@ def _argsort_kernel(mb, name, fn):
 
 
 KERNELS["argsort"] = _argsort_kernel
+
+from . import lowering_detection  # noqa: E402,F401

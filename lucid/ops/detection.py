@@ -24,12 +24,15 @@ Primitives (each with a numpy reference and a native lowering):
   Only a fixed `sampling_ratio > 0` is supported: torchvision's adaptive grid
   (ceil(roi_size / output_size) samples) depends on the box values, which a static
   graph and an unrolled native loop cannot follow. Faster R-CNN's box head uses 2.
+  A batch index outside [0, N) is refused by the reference (eager mode, interpreter);
+  native code cannot raise and pools zeros for such a RoI instead.
 
 Composites: `batched_nms` (per-class NMS through the coordinate-offset trick),
-`multiscale_roi_align` (the FPN level rule, every level computed and the right one
-selected per RoI: static shapes at the price of one roi_align per level) and
-`anchor_grid` (a plain numpy function: anchors depend only on shapes, so they are an
-eager constant that a trace captures as a frozen param, folded at compile time).
+`multiscale_roi_align` (the FPN level rule `fpn_levels`; with traced RoIs every level
+pools every RoI and the right one is selected: static shapes at the price of one
+roi_align per level) and `anchor_grid` (a plain numpy function, not an op: anchors depend
+only on shapes, so they are an eager constant that a trace captures as a frozen param,
+folded at compile time).
 """
 import math
 
@@ -43,7 +46,7 @@ from . import _rules as R
 from .registry import ELEMENTWISE, OPAQUE, OUT_FUSABLE, REQUIRED, Sample, defop
 
 __all__ = ["box_iou", "box_encode", "box_decode", "clip_boxes", "nms", "batched_nms", "roi_align",
-           "multiscale_roi_align", "anchor_grid", "strict_threshold", "BBOX_XFORM_CLIP"]
+           "multiscale_roi_align", "fpn_levels", "anchor_grid", "strict_threshold", "BBOX_XFORM_CLIP"]
 
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)  # torchvision's cap on dw, dh before exp
 
@@ -527,7 +530,7 @@ def _distinct_taps(idx, weight):
     count[k] entries are RoI k's distinct rows in increasing order; count [K]; dense
     [K, bins, bins*T] weights, bin p onto distinct row u, repeated taps summed)."""
     k, bins, taps = idx.shape
-    flat = idx.reshape(k, -1)
+    flat = idx.reshape(k, bins * taps)
     order = np.argsort(flat, axis=1, kind="stable")
     ordered = np.take_along_axis(flat, order, axis=1)
     new = np.ones(ordered.shape, dtype=bool)
@@ -669,7 +672,7 @@ def _roi_align_grad_samples(rng):
 _ROI_ATTRS = {"output_size": (7, 7), "spatial_scale": 1.0, "sampling_ratio": 2, "aligned": True}
 
 _roi_align = defop(
-    "roi_align", infer=_roi_align_infer, reference=_roi_align_ref, vjp=_roi_align_vjp, fusion=OUT_FUSABLE,
+    "roi_align", infer=_roi_align_infer, reference=_roi_align_ref, vjp=_roi_align_vjp, fusion=OPAQUE,
     attrs=_ROI_ATTRS, nondiff=(1,), samples=_roi_align_samples, torch=_torch_roi_align,
     doc="torchvision.ops.roi_align: each output bin the mean of sampling_ratio^2 bilinear samples of "
         "features[batch index] inside the RoI (rows: batch index, x1, y1, x2, y2 in input pixels, scaled "
@@ -756,12 +759,16 @@ def roi_align(features, rois, output_size=(7, 7), spatial_scale=1.0, sampling_ra
 def fpn_levels(rois, k_min=2, k_max=5, canonical_size=224.0, canonical_level=4.0, eps=1e-6):
     """The FPN level of each RoI [K, 5] (Lin et al., eq. 1, torchvision's LevelMapper):
     floor(k0 + log2(sqrt(area) / canonical_size) + eps) clamped to [k_min, k_max], as
-    the RoIs' float dtype. Areas are in input pixels."""
+    the RoIs' float dtype. Areas are in input pixels; an empty box gets k_min."""
     from .elementwise import clip, floor, log2, sqrt
+
+    from .elementwise import maximum
 
     rois = _as_t(rois)
     w, h = rois[:, 3] - rois[:, 1], rois[:, 4] - rois[:, 2]
-    k = floor(log2(sqrt(w * h) / float(canonical_size)) + (float(canonical_level) + eps))
+    # An empty or inverted box (area <= 0, log2 of 0 or NaN) goes to k_min, without warnings.
+    area = maximum(w * h, 1e-12)
+    k = floor((log2(sqrt(area) / float(canonical_size)) + float(canonical_level)) + eps)
     return clip(k, float(k_min), float(k_max))
 
 
@@ -771,12 +778,16 @@ def multiscale_roi_align(rois, features, levels=None, output_size=(7, 7), sampli
     aligned=False): each RoI [K, 5] (pixels) is pooled from the level `fpn_levels` picks,
     at spatial scale 1/2^level. `features` are the maps of `levels` (default 2, 3, ...).
 
-    Shapes are static, so every level pools every RoI and `where` keeps the right one:
-    len(levels) times the sampling work of a gather-by-level (which needs data-dependent
-    shapes), and the backward pass scatters zeros for the other levels. For the usual
-    512 RoIs x 256 channels x 7 x 7 that is cheap next to the backbone."""
+    When the RoIs are a tracer their levels are not known while tracing, and shapes must
+    be static: every level pools every RoI and `where` keeps the right one. That is
+    len(levels) times the sampling work (and the backward pass scatters zeros for the
+    other levels); for 512 RoIs x 256 channels x 7 x 7 it stays small next to the
+    backbone. When the RoIs are concrete (eager mode, or constant RoIs in a trace) each
+    level pools only its own RoIs (`take` picks them, and puts the results back in
+    order): the same values for a quarter of the work."""
     from .elementwise import where
-    from .shape import reshape
+    from .indexing import take
+    from .shape import concatenate, reshape
 
     rois = _as_t(rois)
     features = [_as_t(f) for f in features]
@@ -785,11 +796,26 @@ def multiscale_roi_align(rois, features, levels=None, output_size=(7, 7), sampli
         raise ShapeError(f"multiscale_roi_align: {len(features)} feature maps for levels {levels}")
     if list(levels) != list(range(levels[0], levels[0] + len(levels))):
         raise ShapeError(f"multiscale_roi_align: levels must be consecutive, got {levels}")
-    pooled = [roi_align(f, rois, output_size, 2.0 ** -lv, sampling_ratio, aligned)
-              for f, lv in zip(features, levels)]
+    lvl_args = (levels[0], levels[-1], canonical_size, canonical_level)
+
+    def pool(f, r, lv):
+        return roi_align(f, r, output_size, 2.0 ** -lv, sampling_ratio, aligned)
+
+    if not rois.is_tracer:
+        lvl = fpn_levels(Tensor._wrap(rois._data), *lvl_args)._data
+        lvl = np.where(np.isin(lvl, levels), lvl, levels[-1])  # NaN boxes: the last level, as `where` does
+        parts, picked = [], []
+        for f, lv in zip(features, levels):  # a level without RoIs still joins (zero gradient)
+            idx = np.flatnonzero(lvl == lv)
+            parts.append(pool(f, take(rois, idx, axis=0), lv))
+            picked.append(idx)
+        out = concatenate(parts, axis=0)
+        order = np.concatenate(picked)
+        return out if np.array_equal(order, np.arange(len(order))) else take(out, np.argsort(order), axis=0)
+    pooled = [pool(f, rois, lv) for f, lv in zip(features, levels)]
     if len(pooled) == 1:
         return pooled[0]
-    lvl = reshape(fpn_levels(rois, levels[0], levels[-1], canonical_size, canonical_level), (-1, 1, 1, 1))
+    lvl = reshape(fpn_levels(rois, *lvl_args), (-1, 1, 1, 1))
     out = pooled[-1]
     for p, lv in zip(pooled[-2::-1], levels[-2::-1]):
         out = where(lvl == float(lv), p, out)

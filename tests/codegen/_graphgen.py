@@ -428,18 +428,25 @@ class Val:
 class Program:
     """A straight-line program over lucid ops; `fn(*inputs)` replays it (eager or traced)."""
 
-    def __init__(self, inputs):
+    def __init__(self, inputs, grad=False):
         self.inputs = inputs
         self.vals = [Val(k, lucid.Tensor(a), 0.0) for k, a in enumerate(inputs)]
         self.steps = []  # (op name, operand ids, params)
         self.outputs = []
+        self.grad = grad  # the program will be differentiated: kinks need margins too
+        self.cotangents = []  # per output: the seed of its gradient (None: not differentiated)
 
     # ---- building --------------------------------------------------------------------------
-    def emit(self, name, args, params, err_fn, check=None):
+    def emit(self, name, args, params, err_fn, check=None, kinks=()):
         """Apply op `name` eagerly; keep it if its value is sane. The new Val, or None.
 
         `err_fn(data)` gives the new value's error estimate from its eager array;
-        `check(data)` may refuse the value (e.g. a jump too close to an inexact input)."""
+        `check(data)` may refuse the value (e.g. a jump too close to an inexact input).
+        `kinks` lists (distance to a kink, error estimate) pairs: where the derivative
+        jumps (relu at 0, maximum at a == b, the guards' abs and clip), which matters
+        only when the program is differentiated."""
+        if self.grad and not all(safe(gap_margin(np.asarray(d)), e) for d, e in kinks):
+            return None
         fn = OPS[name][0]
         try:
             with np.errstate(all="ignore"):
@@ -527,6 +534,30 @@ class Batch:
         for p, a, b, _, _ in self.spans:
             outs.extend(p.fn(*xs[a:b]))
         return tuple(outs)
+
+    def loss(self, *xs):
+        """The scalar whose gradient is checked: every float output times its seed, summed."""
+        total = None
+        outs = self.fn(*xs)
+        for k, o in enumerate(outs):
+            for p, _, _, o0, o1 in self.spans:
+                if o0 <= k < o1:
+                    cot = p.cotangents[k - o0]
+            if cot is not None:
+                term = lucid.sum(lucid.cast(o, lucid.float32) * lucid.Tensor(cot))
+                total = term if total is None else total + term
+        return total if total is not None else lucid.sum(lucid.cast(xs[0], lucid.float32)) * 0.0
+
+    def loss_tolerance(self):
+        """atol for `loss`: its terms' magnitudes and error estimates, seed-weighted."""
+        scale = err = 0.0
+        for p in self.programs:
+            for o, cot in zip(p.outputs, p.cotangents):
+                if cot is not None:
+                    v = p.vals[o]
+                    scale += float(np.sum(np.abs(v.data.astype(np.float64) * cot)))
+                    err += v.err * float(np.sum(np.abs(np.broadcast_to(cot, v.shape))))
+        return 1e-5 * max(1.0, scale) + 4.0 * err
 
     def tolerance(self, k):
         for p, _, _, o0, o1 in self.spans:
@@ -649,7 +680,10 @@ def mk_unary(draw, p):
         "log_g": lambda d: 2 * (e + U * (m + 0.5)) + 8 * U * max(1.0, amax(d)),
         "tanh": lambda d: e + 8 * U, "sigmoid": lambda d: 0.25 * e + 8 * U, "erf": lambda d: 1.13 * e + 8 * U,
     }
-    return p.emit(name, [x.id], {}, rules[name])
+    xd = x.data.astype(np.float64)
+    kink = {"abs_": xd, "relu": xd, "sqrt_g": xd, "log_g": xd,
+            "exp_g": np.minimum(np.abs(xd + 6), np.abs(xd - 3))}.get(name)
+    return p.emit(name, [x.id], {}, rules[name], kinks=[(kink, e)] if kink is not None else ())
 
 
 def mk_jump(draw, p):
@@ -734,11 +768,15 @@ def mk_binary(draw, p):
     if name in ("add", "sub", "mul", "maximum", "minimum"):
         if not isinstance(b, Val):
             b = p.constant(np.asarray(b, a.data.dtype)) if draw(st.booleans()) else b
+        kinks = ()
+        if name in ("maximum", "minimum") and b is not a:  # the same value twice ties exactly
+            other = b.data if isinstance(b, Val) else b
+            kinks = [(a.data.astype(np.float64) - other, a.err + (b.err if isinstance(b, Val) else 0.0))]
         if isinstance(b, Val):
-            return p.emit(name, [a.id, b.id], {}, lambda d: _bin_err(name, a, b, d))
+            return p.emit(name, [a.id, b.id], {}, lambda d: _bin_err(name, a, b, d), kinks=kinks)
         if name == "sub" and draw(st.booleans()):
             return p.emit("rsub_c", [a.id], {"c": b}, lambda d: a.err + U * (a.scale + abs(b)))
-        return p.emit(name + "_s", [a.id], {"c": b}, lambda d: _bin_err(name, a, b, d))
+        return p.emit(name + "_s", [a.id], {"c": b}, lambda d: _bin_err(name, a, b, d), kinks=kinks)
     if name == "div":
         if not isinstance(b, Val):
             if draw(st.booleans()):
@@ -746,7 +784,8 @@ def mk_binary(draw, p):
                 return p.emit("div_c", [a.id], {"c": c}, lambda d: (a.err + U * amax(d)) / abs(c) + U * amax(d))
             c = float(b)
             return p.emit("rdiv_g", [a.id], {"c": c},
-                          lambda d: 4 * abs(c) * (a.err + U * (a.scale + 0.5)) + 2 * U * amax(d))
+                          lambda d: 4 * abs(c) * (a.err + U * (a.scale + 0.5)) + 2 * U * amax(d),
+                          kinks=[(a.data, a.err)])
         den = np.abs(b.data.astype(np.float64)) + 0.5
         num = a.data.astype(np.float64)
         ed = b.err + U * (b.scale + 0.5)
@@ -754,14 +793,15 @@ def mk_binary(draw, p):
         def div_err(d):
             return float(np.max(a.err / den + np.abs(num) / den ** 2 * ed)) + 2 * U * amax(d)
 
-        return p.emit("div_g", [a.id, b.id], {}, div_err)
+        return p.emit("div_g", [a.id, b.id], {}, div_err, kinks=[(b.data, b.err)])
     # pow with a positive base
     base = np.abs(a.data.astype(np.float64)) + 0.5
     eb_base = a.err + U * (a.scale + 0.5)
     if not isinstance(b, Val):
         e = float(_choose(draw, [0.5, 2.0, 3.0, -1.0, 1.5, -0.5, 1.0]))
         return p.emit("pow_c", [a.id], {"e": e},
-                      lambda d: float(np.max(np.abs(e * base ** (e - 1)))) * eb_base + 8 * U * amax(d))
+                      lambda d: float(np.max(np.abs(e * base ** (e - 1)))) * eb_base + 8 * U * amax(d),
+                      kinks=[(a.data, a.err)])
     expo = np.clip(b.data.astype(np.float64), -2, 2)
 
     def pow_err(d):
@@ -770,7 +810,9 @@ def mk_binary(draw, p):
         de = np.abs(np.broadcast_to(r, np.broadcast_shapes(r.shape, base.shape)) * np.log(base))
         return float(np.max(da)) * eb_base + float(np.max(de)) * b.err + 8 * U * amax(d)
 
-    return p.emit("pow_g", [a.id, b.id], {}, pow_err)
+    bd = b.data.astype(np.float64)
+    return p.emit("pow_g", [a.id, b.id], {}, pow_err,
+                  kinks=[(a.data, a.err), (np.minimum(np.abs(bd - 2), np.abs(bd + 2)), b.err)])
 
 
 def _scalar_ops():
@@ -901,7 +943,15 @@ def mk_reduce(draw, p):
         "max": lambda d: e, "min": lambda d: e,
         "prod": lambda d: n * max(m, 1.0) ** max(n - 1, 0) * e + (n + 2) * U * max(m, 1.0) ** n,
     }
-    return p.emit("reduce", [x.id], {"fn": fn, "axis": axis, "keepdims": keep}, rules[fn])
+    kinks = ()
+    if fn in ("max", "min") and x.is_float and x.err > 0.0:  # gap between the two extremes
+        d = x.data.astype(np.float64)
+        d = d.reshape(1, -1) if ax is None else np.moveaxis(d, [a % d.ndim for a in ax], range(-len(ax), 0))
+        d = np.sort(d.reshape(d.shape[:d.ndim - (1 if ax is None else len(ax))] + (-1,)), axis=-1)
+        if d.shape[-1] > 1:
+            gap = d[..., -1] - d[..., -2] if fn == "max" else d[..., 1] - d[..., 0]
+            kinks = [(gap, x.err)]
+    return p.emit("reduce", [x.id], {"fn": fn, "axis": axis, "keepdims": keep}, rules[fn], kinks=kinks)
 
 
 def mk_argext(draw, p):
@@ -1073,8 +1123,14 @@ def mk_matmul(draw, p):
         act = draw(st.booleans())
         mw = amax(w)
         mb = amax(bias) if bias is not None else 0.0
-        out = p.emit("linear", [x.id], {"w": w, "bias": bias, "act": act},
-                     lambda d: k * mw * x.err + U * (k + 4) * x.scale * mw + U * (amax(d) + mb))
+        def lin_err(d):
+            return k * mw * x.err + U * (k + 4) * x.scale * mw + U * (amax(d) + mb)
+
+        kinks = ()
+        if act and p.grad:
+            pre = linear(x.tensor, lucid.Tensor(w), None if bias is None else lucid.Tensor(bias), False).numpy()
+            kinks = [(pre, lin_err(pre))]
+        out = p.emit("linear", [x.id], {"w": w, "bias": bias, "act": act}, lin_err, kinks=kinks)
         if out is None:
             return None
     return out
@@ -1117,8 +1173,16 @@ def mk_conv(draw, p):
     def err(d):  # K-term dot products (+ bias, + residual)
         return fan * mw * x.err + U * (fan + 4) * x.scale * mw + 2 * U * amax(d) + (x.err if res else 0.0)
 
-    return p.emit("conv", [x.id], {"w": wt, "bias": bias, "stride": stride, "padding": padding,
-                                   "dilation": dilation, "groups": groups, "act": act, "res": res}, err)
+    params = {"w": wt, "bias": bias, "stride": stride, "padding": padding, "dilation": dilation,
+              "groups": groups, "act": act, "res": res}
+    kinks = ()
+    if act and p.grad:
+        try:
+            pre = conv(x.tensor, **_as_tensors({**params, "act": False, "res": False})).numpy()
+        except lucid.LucidError:
+            return None
+        kinks = [(pre, err(pre))]
+    return p.emit("conv", [x.id], params, err, kinks=kinks)
 
 
 def mk_pool(draw, p):
@@ -1129,7 +1193,7 @@ def mk_pool(draw, p):
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     padding = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
     ceil = draw(st.booleans())
-    if draw(st.booleans()):
+    if draw(st.booleans()) and not (p.grad and x.err > 0.0):  # (ties in a window decide the gradient)
         dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
         return p.emit("max_pool", [x.id], {"k": k, "stride": stride, "padding": padding, "dilation": dilation,
                                            "ceil": ceil}, lambda d: x.err)
@@ -1202,9 +1266,9 @@ def input_arrays(draw):
 
 
 @st.composite
-def programs(draw, max_steps=12):
-    p = Program(draw(input_arrays()))
-    target = draw(st.integers(1, max_steps))
+def programs(draw, max_steps=16, grad=False):
+    p = Program(draw(input_arrays()), grad=grad)
+    target = draw(st.integers(2, max_steps))
     for _ in range(3 * max_steps):
         if len(p.steps) >= target:
             break
@@ -1213,9 +1277,13 @@ def programs(draw, max_steps=12):
     last = computed[-1] if computed else 0
     extra = [draw(st.integers(0, len(p.vals) - 1)) for _ in range(draw(st.integers(0, 2)))]
     p.outputs = [last] + extra
+    if grad:  # seeds for d(sum of outputs * seeds) / d(float inputs and params)
+        rng = rng_of(draw)
+        p.cotangents = [rng.normal(0, 1, p.vals[o].shape).astype(np.float32) if p.vals[o].is_float else None
+                        for o in p.outputs]
     return p
 
 
 @st.composite
-def batches(draw, per_graph=1, max_steps=12):
-    return Batch([draw(programs(max_steps)) for _ in range(per_graph)])
+def batches(draw, per_graph=1, max_steps=16, grad=False):
+    return Batch([draw(programs(max_steps, grad)) for _ in range(per_graph)])
