@@ -3,8 +3,9 @@
     python benchmarks/bench_gemm.py [--sizes 512 1024 2048] [--threads 1 2] [--runs 7]
 
 For each square size and thread count: warm-up, then `runs` rounds that time lucid and
-numpy alternately (each sample repeats the call until it lasts >= 50 ms), so background
-load hits both alike; prints the medians in GFLOP/s, their ratio lucid / numpy, the median
+numpy alternately (each sample repeats the call until it lasts >= 50 ms, and starts after
+a pause that lets the other library's spinning workers fall asleep), so background load
+hits both alike; prints the medians in GFLOP/s, their ratio lucid / numpy, the median
 of the per-round ratios ("paired": the steadier figure on a busy machine) and the best
 sample of each.
 
@@ -24,6 +25,10 @@ import sys
 import time
 
 _BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# Idle workers of both pools busy-wait for a while after a call (OpenBLAS's for ~2^28
+# cycles, ~0.1 s; lucid's for ~80 us) and would steal the core the other library's
+# threads need: each sample starts after this pause, when both pools are asleep.
+PAUSE = 0.3
 
 
 def _sample(fn, min_time=0.05):
@@ -66,7 +71,9 @@ def run(sizes, threads, runs, limit_numpy):
             err = float(np.abs(out_l - out_n).max() / max(1.0, float(np.abs(out_n).max())))
             tl, tn = [], []
             for _ in range(runs):
+                time.sleep(PAUSE)
                 tl.append(_sample(lucid_fn))
+                time.sleep(PAUSE)
                 tn.append(_sample(numpy_fn))
         flop = 2.0 * n ** 3
         gl, gn = flop / _median(tl) / 1e9, flop / _median(tn) / 1e9

@@ -33,6 +33,7 @@ U = 2.0 ** -23  # float32 unit round-off (an ulp at 1); float64 values use it to
 HAVE_MATH = importlib.util.find_spec("lucid.codegen.mathlib") is not None
 MAX_SIZE = 600  # elements in an input
 MAX_VALUE_SIZE = 3000  # elements in any value
+BIG_VALUE_SIZE = 60000  # ... of a "big" program (one in ten: kernels past the parallel threshold)
 MAX_INT = 2 ** 20  # integer values stay far from int32 overflow
 RESCALE_ABOVE = 64.0  # float values larger than this are scaled down by a power of two
 
@@ -430,6 +431,8 @@ class Program:
 
     def __init__(self, inputs, grad=False):
         self.inputs = inputs
+        self.big = max(a.size for a in inputs) > MAX_SIZE
+        self.limit = BIG_VALUE_SIZE if self.big else MAX_VALUE_SIZE
         self.vals = [Val(k, lucid.Tensor(a), 0.0) for k, a in enumerate(inputs)]
         self.steps = []  # (op name, operand ids, params)
         self.outputs = []
@@ -454,7 +457,7 @@ class Program:
         except (lucid.LucidError, TypeError):  # numpy's TypeErrors: see the report on bool ops
             return None
         data = t.numpy()
-        if data.size > MAX_VALUE_SIZE or data.size == 0:
+        if data.size > self.limit or data.size == 0:
             return None
         if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
             return None
@@ -630,7 +633,7 @@ def broadcast_ok(a, b):
         s = np.broadcast_shapes(a, b)
     except ValueError:
         return False
-    return int(np.prod(s)) <= MAX_VALUE_SIZE
+    return int(np.prod(s)) <= BIG_VALUE_SIZE
 
 
 def rng_of(draw):
@@ -1049,8 +1052,9 @@ def mk_shape(draw, p):
         name = "concat_self" if draw(st.booleans()) else "concat2"
         return p.emit(name, [x.id, y.id], {"axis": axis}, lambda d: max(x.err, y.err))
     if kind == "broadcast_to":
+        wide = 16 if p.big else 4
         lead = tuple(draw(st.integers(1, 3)) for _ in range(draw(st.integers(0, 2))))
-        shape = lead + tuple(draw(st.integers(1, 4)) if n == 1 else n for n in x.shape)
+        shape = lead + tuple(draw(st.integers(1, wide)) if n == 1 else n for n in x.shape)
         return p.emit("broadcast_to", [x.id], {"shape": shape}, keep)
     if kind == "expand_dims":
         return p.emit("expand_dims", [x.id], {"axis": draw(st.integers(-nd - 1, nd))}, keep)
@@ -1113,7 +1117,7 @@ def mk_matmul(draw, p):
             if y is not None and broadcast_ok(x.shape[:-2], y.shape[:-2]):
                 return p.emit("matmul_t", [x.id, y.id], {},
                               lambda d: k * (x.scale * y.err + y.scale * x.err) + U * (k + 4) * x.scale * y.scale)
-        n = draw(st.integers(1, 7))
+        n = draw(st.integers(1, 64 if p.big else 7))
         wshape = (k, n) if draw(st.integers(0, 3)) else (k,)
         if x.data.ndim >= 2 and draw(st.integers(0, 4)) == 0:
             wshape = x.shape[:-2][-1:] + (k, n)  # batched weights
@@ -1243,11 +1247,25 @@ MAKERS = ([mk_unary] * 6 + [mk_binary] * 7 + [mk_shape] * 3 + [mk_reduce] * 2 + 
 
 # ---- inputs and whole programs ----------------------------------------------------------------
 
+def big_shape(draw):
+    """4000-24000 elements: big enough that kernels split their rows over the thread pool."""
+    rank = draw(st.integers(1, 3))
+    rest = draw(st.integers(4000, 24000))
+    dims = []
+    for k in range(rank - 1):
+        d = draw(st.integers(2, 2 * int(round(rest ** (1.0 / (rank - k))))))
+        dims.append(d)
+        rest = max(1, rest // d)
+    return tuple(dims) + (rest,)
+
+
 @st.composite
 def input_arrays(draw):
-    """1-3 inputs of small shapes that mostly broadcast together; float32 with some ints/bools."""
+    """1-3 inputs of small shapes that mostly broadcast together; float32 with some ints/bools.
+    One program in ten is "big": its first input has thousands of elements."""
     rng = rng_of(draw)
-    base = small_shape(draw, draw(st.integers(0, 4)))
+    big = draw(st.integers(0, 9)) == 9
+    base = big_shape(draw) if big else small_shape(draw, draw(st.integers(0, 4)))
     shapes = [base]
     for _ in range(draw(st.integers(0, 2))):
         c = draw(st.integers(0, 3))
