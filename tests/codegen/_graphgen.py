@@ -598,7 +598,9 @@ def _show(v):
 # ---- drawing helpers ----------------------------------------------------------------------
 
 def _choose(draw, items):
-    return items[draw(st.integers(0, len(items) - 1))] if items else None
+    """One of `items`, close to uniformly: hypothesis favours small integers, which would
+    make the first item of every list several times as likely (it still shrinks to it)."""
+    return items[draw(st.integers(0, 2 ** 16 - 1)) % len(items)] if items else None
 
 
 def pick(draw, p, kinds="f", pred=None, fresh=0.65):
@@ -692,7 +694,7 @@ def mk_unary(draw, p):
 def mk_jump(draw, p):
     """floor / ceil / round / sign: only where no element is near a jump (or exactly known)."""
     name = _choose(draw, ["floor", "ceil", "round_", "sign"])
-    x = pick(draw, p, "fd")
+    x = pick(draw, p, "fd", pred=(lambda v: v.err == 0.0) if draw(st.booleans()) else None)
     if x is None:
         return None
     d = x.data.astype(np.float64)
@@ -1006,13 +1008,17 @@ def _factor_shape(draw, size):
     return tuple(dims)
 
 
+_SHAPE_KINDS = {"reshape": 0, "transpose": 2, "index": 1, "flip": 1, "pad": 1, "concat": 1,
+                "broadcast_to": 0, "expand_dims": 0, "squeeze": 1}  # kind -> the rank it needs
+
+
 def mk_shape(draw, p):
-    x = pick(draw, p, "fdib")
+    kind = _choose(draw, list(_SHAPE_KINDS))
+    need = _SHAPE_KINDS[kind]
+    x = pick(draw, p, "fdib", pred=lambda v: v.data.ndim >= need and (kind != "squeeze" or 1 in v.shape))
     if x is None:
         return None
     nd = x.data.ndim
-    kind = _choose(draw, ["reshape", "transpose", "index", "flip", "pad", "concat", "broadcast_to",
-                          "expand_dims", "squeeze"])
     keep = lambda d: x.err  # noqa: E731  (injective ops move values, never round them)
     if kind == "reshape":
         return p.emit("reshape", [x.id], {"shape": _factor_shape(draw, x.data.size)}, keep)
@@ -1240,9 +1246,9 @@ def mk_norm(draw, p):
 
 
 # Weighted: elementwise makers dominate (long fusable chains).
-MAKERS = ([mk_unary] * 6 + [mk_binary] * 7 + [mk_shape] * 3 + [mk_reduce] * 2 + [mk_compare] * 2 +
-          [mk_where, mk_jump, mk_cast, mk_logical, mk_argext, mk_cumsum, mk_index, mk_index, mk_matmul,
-           mk_matmul, mk_conv, mk_pool, mk_norm, mk_norm])
+MAKERS = ([mk_unary] * 6 + [mk_binary] * 7 + [mk_shape] * 6 + [mk_reduce] * 2 + [mk_compare] * 2 +
+          [mk_jump] * 2 + [mk_where, mk_cast, mk_logical, mk_argext, mk_cumsum, mk_index, mk_index, mk_matmul,
+                           mk_matmul, mk_conv, mk_pool, mk_norm, mk_norm])
 
 
 # ---- inputs and whole programs ----------------------------------------------------------------
