@@ -799,3 +799,4 @@ def _argsort_kernel(mb, name, fn):
 KERNELS["argsort"] = _argsort_kernel
 
 from . import lowering_detection  # noqa: E402,F401
+from . import lowering_random  # noqa: E402,F401

@@ -490,8 +490,8 @@ def log_softmax(x, axis=-1, dim=None):
 
 def dropout(x, p=0.5, training=True):
     """Zero each element with probability p and scale the rest by 1/(1-p) (identity when
-    not training or p == 0). The mask comes from `lucid.random.get_rng()`; inside a trace
-    it is drawn once and becomes a constant of the graph."""
+    not training or p == 0). The mask is `lucid.random.rand(...) >= p` (float32 uniforms
+    from lucid's key), so a traced or compiled training step draws a fresh mask each call."""
     x = as_tensor(x)
     if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0.0 <= p <= 1.0:
         raise LucidError(f"dropout: p must be a probability in [0, 1], got {p!r}")
@@ -499,8 +499,9 @@ def dropout(x, p=0.5, training=True):
         return x
     if p == 1:
         return x * 0.0
-    keep = _random.get_rng().random(x.shape) >= p
-    return x * Tensor((keep / (1.0 - p)).astype(x.dtype.np))
+    dt = x.dtype if x.dtype.is_float else _dt.DEFAULT_FLOAT
+    keep = _random.rand(*x.shape) >= float(p)
+    return x * (cast(keep, dt) * (1.0 / (1.0 - float(p))))
 
 
 # ---- normalisation -----------------------------------------------------------------------------------
