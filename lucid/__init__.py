@@ -30,6 +30,7 @@ from .ir.trace import trace
 from .ir.autodiff import grad, value_and_grad
 from .serialization import load, save
 from .compiler import compile  # noqa: A001  (lucid.compile, as torch.compile)
+from .artifact import export, load_artifact
 from . import nn, optim, models
 
 __version__ = "0.1.0"

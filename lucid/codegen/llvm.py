@@ -11,10 +11,16 @@ Every module takes one path: IR text -> parse -> verify -> O3 (new pass manager,
 SLP vectorisation, host features) -> ELF object -> checked -> added to the engine. The
 object bytes are kept (`JitModule.object`), so the on-disk cache stores exactly what was
 loaded and `load_object` brings a cached kernel back without running LLVM's optimiser or
-code generator. (These objects suit this JIT, not a shared library: an AOT .so needs a
-`reloc="pic"`, `codemodel="small"` machine. PIC with the large model is not an option:
-MCJIT's loader resolves its GOTOFF64 relocations wrongly and the code crashes.) Undefined symbols are checked before an object is added: MCJIT aborts
-the whole process on a symbol it cannot resolve, lucid raises CompileError instead.
+code generator. The runtime module's object is cached the same way, so a process whose
+programs all come from the disk cache runs no LLVM pass at all.
+
+These objects suit this JIT, not a shared library: an AOT .so (lucid.codegen.aot) is
+compiled by a second target machine, `shared_library_machine()` (`reloc="pic"`,
+`codemodel="small"`), after `link_ir` has linked its modules and internalised all but its
+API. PIC with the large model is not an option for the JIT either: MCJIT's loader resolves
+its GOTOFF64 relocations wrongly and the code crashes. Undefined symbols are checked
+before an object is added: MCJIT aborts the whole process on a symbol it cannot resolve,
+lucid raises CompileError instead.
 
 Conventions for everyone who writes kernel IR text
 --------------------------------------------------
@@ -103,8 +109,17 @@ def _engine():
     with _lock:
         eng = _raw_engine()
         if eng.runtime is None:
-            compiled = _compile(eng, runtime.runtime_ir(eng.triple), RUNTIME_MODULE)
-            eng.runtime = _add_object(eng, compiled, RUNTIME_MODULE, digest=None)
+            # The runtime's object code comes from the disk cache like any program's: a
+            # cache hit then runs no LLVM optimiser or code generator at all.
+            from . import cache
+
+            text = runtime.runtime_ir(eng.triple)
+            key = cache.program_key("lucid runtime module\n" + text)
+            data = cache.load(key)
+            if data is None:
+                data = _compile(eng, text, RUNTIME_MODULE)[0]
+                cache.store(key, data)
+            eng.runtime = _add_object(eng, (data, {}), RUNTIME_MODULE, digest=None)
             runtime._bind(eng.runtime)
         runtime.apply_default_num_threads()  # raises on a bad LUCID_NUM_THREADS
         return eng
@@ -149,16 +164,17 @@ class JitModule:
 
 # ---------------------------------------------------------------------------- pipeline
 
-def optimize(module_ref):
-    """Run LLVM's O3 pipeline (loop + SLP vectorisation, host features) on a ModuleRef."""
+def optimize(module_ref, tm=None):
+    """Run LLVM's O3 pipeline (loop + SLP vectorisation, host features) on a ModuleRef,
+    tuned for `tm` (default: the JIT's target machine)."""
     with _lock:
-        eng = _raw_engine()
+        tm = tm or _raw_engine().tm
         pto = llvm.create_pipeline_tuning_options(speed_level=3)
         pto.loop_vectorization = True
         pto.slp_vectorization = True
         pto.loop_interleaving = True
         pto.loop_unrolling = True
-        pb = llvm.create_pass_builder(eng.tm, pto)
+        pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(module_ref, pb)
     return module_ref
 
@@ -354,3 +370,55 @@ def optimized_ir(ir_text, name="module"):
     eng = _raw_engine()
     with _lock:
         return str(optimize(_parse(eng, ir_text, name)))
+
+
+# ---------------------------------------------------------------------------- ahead of time
+
+_pic_machine = []
+
+
+def shared_library_machine():
+    """A host target machine for code that goes into a shared library: position
+    independent, small code model (the JIT's machine is neither; see the module doc).
+    Created once; it is never handed to an engine."""
+    with _lock:
+        if not _pic_machine:
+            eng = _raw_engine()
+            _pic_machine.append(llvm.Target.from_triple(eng.triple).create_target_machine(
+                cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+                opt=3, reloc="pic", codemodel="small"))
+        return _pic_machine[0]
+
+
+def link_ir(texts, keep, name="module", hidden=()):
+    """Link several IR modules into one and make every definition internal except the
+    names in `keep` (so the optimiser may inline and drop them, and a shared library
+    exports nothing else); the linked module's IR text. Names in `hidden` (defined or
+    only declared) get hidden visibility: they link across the objects of one shared
+    library but are not exported from it."""
+    eng = _raw_engine()
+    with _lock:
+        dest = _parse(eng, texts[0], name)
+        for k, text in enumerate(texts[1:], 1):
+            dest.link_in(_parse(eng, text, f"{name}#{k}"))
+        for gv in itertools.chain(dest.functions, dest.global_variables):
+            if gv.name in hidden:
+                gv.visibility = llvm.Visibility.hidden
+            if gv.is_declaration or gv.name in keep or gv.name in hidden or gv.name.startswith("llvm."):
+                continue
+            gv.linkage = llvm.Linkage.internal
+        missing = [n for n in keep if not any(f.name == n and not f.is_declaration for f in dest.functions)]
+        if missing:
+            raise CompileError(f"link_ir {name!r}: no definition of {missing}")
+        return str(dest)
+
+
+def shared_object_code(ir_text, name="module"):
+    """The optimised module as a PIC, small-code-model ELF object, for a shared library
+    (the AOT artifact); never loaded into this process's engine."""
+    eng = _raw_engine()
+    tm = shared_library_machine()
+    with _lock:
+        mod = _parse(eng, ir_text, name)
+        optimize(mod, tm)
+        return tm.emit_object(mod)

@@ -10,6 +10,7 @@ repeated blocks) share one function.
 `run(inputs, params)` checks every input's shape and dtype before the native call.
 """
 import ctypes
+import sys
 import threading
 
 import llvmlite.ir as ir
@@ -207,18 +208,34 @@ class NativeProgram:
         self._arena_ptr = (self._arena.ctypes.data + 63) // 64 * 64
         self._lock = threading.Lock()
         self._param_nodes = graph.param_nodes
+        self._out_pool = {}  # output slot -> arrays of earlier calls (see _output_arrays)
+
+    def _output_arrays(self):
+        """This call's output arrays: earlier calls' arrays that nobody references any more.
+
+        A fresh np.empty of 64 MiB costs page faults and the kernel's zeroing of every page
+        on first write -- as much time as an elementwise kernel that fills it. An array that
+        only this pool references cannot be observed by anyone, so it is written again; an
+        array a caller still holds (a result, a view of it, a param it became) is left
+        alone. Two arrays per slot let a training step's updated params alternate."""
+        outs = []
+        for k, o in enumerate(self.graph.outputs):
+            if self.output_slot.get(o, -1) != k:
+                outs.append(None)
+                continue
+            pool = self._out_pool.setdefault(k, [])
+            # references when free: the pool's list, the loop variable, getrefcount's argument
+            arr = next((a for a in pool if sys.getrefcount(a) <= 3), None)
+            if arr is None:
+                arr = np.empty(o.type.shape, o.type.dtype.np)
+                pool.append(arr)
+                del pool[:-2]
+            outs.append(arr)
+        return outs
 
     def _emit(self, graph, name, plan):
-        mb = _ModuleBuilder(name, self.entry_name)
-        steps = [(node, mb.kernel(fn), operands) for node, fn, operands in kernels_of(graph)]
-
-        def buffer_of(node):
-            hit = plan.buffer_of(node)
-            return None if hit is None else hit[0]
-
-        mb.entry(graph, steps, buffer_of, self.output_slot)
-        self.kernel_count = len(mb.kernel_names)
-        return _link_math(str(mb.module))
+        text, self.kernel_count, _ = emit_module(graph, name, self.entry_name, plan, self.output_slot)
+        return text
 
     def run(self, inputs, params):
         """Run on `inputs` (arrays in graph-input order); `params` maps param names to arrays."""
@@ -242,11 +259,8 @@ class NativeProgram:
             if arr.shape != node.type.shape:
                 raise ShapeError(f"param %{node.name} expects shape {node.type.shape}, got {arr.shape}")
             param_arrays.append(arr)
-        outs = [np.empty(o.type.shape, o.type.dtype.np) if o in self.output_slot else None
-                for o in graph.outputs]
-        for k, o in enumerate(graph.outputs):
-            if o in self.output_slot and self.output_slot[o] != k:
-                outs[k] = None
+        with self._lock:
+            outs = self._output_arrays()
         in_table = _table(arrays)
         out_table = _table([a if a is not None else np.empty(0) for a in outs])
         param_table = _table(param_arrays)
@@ -268,6 +282,32 @@ class NativeProgram:
             else:  # a constant
                 result.append(np.asarray(o.attrs["value"], dtype=o.type.dtype.np))
         return result
+
+
+def output_slots(graph):
+    """Graph output node -> the slot of `outputs` the entry function writes it to (the
+    first position it appears at; inputs, params and constants are not written)."""
+    slots = {}
+    for k, o in enumerate(graph.outputs):
+        if o.op not in SOURCE_OPS:
+            slots.setdefault(o, k)
+    return slots
+
+
+def emit_module(graph, name, entry_name, plan, output_slot):
+    """LLVM IR text of the graph's kernels and its entry function `entry_name`
+    (math functions linked in; `lucid_sgemm` and `lucid_parallel_for` only declared);
+    also the number of distinct kernels and the scratch floats they need. The JIT
+    (NativeProgram) and the AOT exporter (lucid.codegen.aot) both build on it."""
+    mb = _ModuleBuilder(name, entry_name)
+    steps = [(node, mb.kernel(fn), operands) for node, fn, operands in kernels_of(graph)]
+
+    def buffer_of(node):
+        hit = plan.buffer_of(node)
+        return None if hit is None else hit[0]
+
+    mb.entry(graph, steps, buffer_of, output_slot)
+    return _link_math(str(mb.module)), len(mb.kernel_names), mb.scratch_floats
 
 
 def elemental_rows(mb, name, fn, out, pointers):
