@@ -176,6 +176,20 @@ class ResNet(nn.Module):
         c5 = self.forward_features(x)[-1]
         return self.fc(flatten(self.avgpool(c5), 1))
 
+    def load_state_dict(self, state_dict, strict=True):
+        """Module.load_state_dict, with a classifier-size mismatch explained: a state dict
+        saved from a ResNet with another `num_classes` (a detector's backbone built with a
+        different `backbone_num_classes`) cannot fill this `fc`."""
+        w = state_dict.get("fc.weight") if hasattr(state_dict, "get") else None
+        shape = tuple(getattr(w, "shape", ()))
+        if len(shape) == 2 and shape[1] == self.fc.in_features and shape[0] != self.num_classes:
+            raise ShapeError(
+                f"{self.name}.load_state_dict: the state dict's classifier fc has {shape[0]} classes, "
+                f"this model has num_classes={self.num_classes} (for a detector's backbone.net: "
+                f"backbone_num_classes). Build the model with {shape[0]} classes, or drop the 'fc.*' "
+                f"keys and load with strict=False to keep a fresh classifier")
+        return super().load_state_dict(state_dict, strict=strict)
+
     def extra_repr(self):
         return f"name={self.name!r}"
 

@@ -334,7 +334,8 @@ def _over(a, b, t):
     w *= h  # the intersection
     union = aa[:, None] + ba[None, :]
     union -= w
-    np.divide(w, union, out=w)
+    with np.errstate(invalid="ignore"):  # 0/0 for two empty boxes: NaN, never above t
+        np.divide(w, union, out=w)
     return w > t
 
 
