@@ -49,8 +49,8 @@ def test_compiled_detector_reuses_its_build_for_new_values(compiled):
 
 
 def test_traced_top_k_is_topk_with_ties():
-    """The RPN's per-level top-k takes its indices from nms when traced (see rpn._top_k):
-    the same indices and values as the eager topk, ties by index."""
+    """The RPN's per-level top-k, traced and compiled (the native argsort), gives the same
+    indices and values as the eager topk, ties by index."""
     from lucid.models.detection.rpn import _top_k
 
     scores = np.random.default_rng(14).integers(0, 20, (2, 300)).astype(np.float32)  # many ties
