@@ -11,10 +11,19 @@ modules and optimisers its closure and globals name. Their parameters, buffers a
 optimiser state become named graph params (`model.fc.weight`, `opt.state.3.exp_avg`).
 A training step (forward, `loss.backward()` or `lucid.grad`, `optimizer.step()`) thus
 becomes one graph whose `update` outputs are written back into those tensors after each
-call. Frozen params (not updated by the graph) are compiled in as constants; if one is
+call. Optimiser state is created before the first trace (`Optimizer._init_state`), so the
+first call is already native. The gradients `loss.backward()` leaves in `.grad` are
+graph outputs too (`model.fc.weight.grad`), set on the parameters after each call as an
+eager step would; a pre-existing `.grad` the step reads (it accumulates, never zeroing)
+is a graph input, and whether each parameter has one is part of the signature (a build
+whose trace turns out the same as an earlier one's reuses that one's code). Each param
+group's `lr` is read as a 0-d graph input (`opt.group.0.lr`), so lr schedulers stepping
+between calls change no graph; other hyper-parameters are compiled in. Frozen params
+(not updated by the graph) are compiled in as constants; if one is
 reassigned later (`p.data = ...`, `load_state_dict`), the next call notices and rebuilds.
 The optimised graph becomes one native entry function (lucid.codegen.program).
 """
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,6 +35,7 @@ from .ir.graph import Graph
 from .ir.interpreter import Interpreter
 from .ir.passes.manager import PassManager, TimingInstrument, VerifyInstrument
 from .ir.passes.pipelines import pipeline
+from .ir.printer import format_graph
 from .ir.trace import trace, unflatten
 from .tensor import Tensor
 
@@ -100,11 +110,30 @@ def _named_tensors(modules, optimizers):
         for name, t in list(mod.named_parameters()) + list(mod.named_buffers()):
             names.setdefault(f"{prefix}.{name}" if prefix else name, t)
     for prefix, opt in optimizers:
+        named = {id(t) for t in names.values()}
         for k, p in enumerate(_opt_params(opt)):
+            if id(p) not in named:  # a tensor the optimiser updates that no module owns
+                names.setdefault(f"{prefix}.param.{k}", p)
             for key, v in opt.state.get(p, {}).items():
                 if isinstance(v, Tensor):
                     names.setdefault(f"{prefix}.state.{k}.{key}", v)
     return names
+
+
+def _grad_owners(modules, optimizers):
+    """The tensors whose `.grad` a compiled step reads and writes, in a fixed order."""
+    seen, owners = set(), []
+    for _, mod in modules:
+        for p in mod.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                owners.append(p)
+    for _, opt in optimizers:
+        for p in _opt_params(opt):
+            if id(p) not in seen:
+                seen.add(id(p))
+                owners.append(p)
+    return owners
 
 
 def _opt_params(opt):
@@ -131,13 +160,25 @@ def _describe_arg(a):
 
 
 def _opt_signature(opt):
-    groups = tuple(tuple(sorted((k, _static_key(v)) for k, v in g.items() if k != "params"))
+    # `lr` is not part of it: a build reads it at run time (or, when it could not, checks
+    # the value it compiled in: `Build.stale`).
+    groups = tuple(tuple(sorted((k, _static_key(v)) for k, v in g.items() if k not in ("params", "lr")))
                    for g in opt.param_groups)
     state = tuple(tuple(sorted(opt.state.get(p, {}))) for p in _opt_params(opt))
     return groups, state
 
 
 # ---- one build -------------------------------------------------------------------------------
+
+def _same_array(a, b):
+    """Whether two compiled-in arrays are interchangeable (the same, or equal constants
+    such as an index array that each trace makes anew)."""
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b))
+
+
+class _StateCreatedByStep(Exception):
+    """Tracing made optimiser state that did not exist before (see CompiledFunction)."""
+
 
 class _ParamInterpreter(Interpreter):
     def __init__(self, graph, params):
@@ -167,6 +208,14 @@ class Build:
     frozen: dict = field(default_factory=dict)  # param name -> the array compiled in
     debug_dir: str = None
     program: object = None  # the NativeProgram (None with the interpreter backend)
+    text: str = None  # the traced graph's text (builds whose traces match share code)
+    owners: dict = field(default_factory=dict)  # "<param name>.grad" -> that param
+    grads: dict = field(default_factory=dict)  # the part of `owners` the graph outputs
+    grads_cleared: list = field(default_factory=list)  # tensors the step leaves with .grad None
+    grads_set: list = field(default_factory=list)  # (tensor, array): an eager .grad the step set
+    lrs: dict = field(default_factory=dict)  # param name -> (optimizer, group index, dtype)
+    baked: list = field(default_factory=list)  # (name, optimizer, group index, lr compiled in)
+    shared: list = field(default_factory=list)  # why later builds that reuse this code happened
 
     @property
     def updates(self):
@@ -175,6 +224,17 @@ class Build:
     def changed(self):
         """Names of frozen tensors whose value was replaced since this build."""
         return [n for n, arr in self.frozen.items() if self.tensors[n]._data is not arr]
+
+    def stale(self):
+        """Why this build cannot serve the next call (a compiled-in value changed), or None."""
+        changed = self.changed()
+        if changed:
+            return f"{changed[0]} was reassigned since the last build (its value is compiled in)"
+        for name, opt, k, lr in self.baked:
+            now = _static_key(opt.param_groups[k]["lr"])
+            if now != lr:
+                return f"lr of parameter group {k} of optimizer {name} changed {lr!r} -> {now!r} (it is compiled in)"
+        return None
 
     def summary(self):
         lines = [f"build for {self._sig_text()}: {self.reason}"]
@@ -186,6 +246,8 @@ class Build:
             lines.append("  " + plan.summary().replace("\n", "\n  "))
         if self.debug_dir:
             lines.append(f"  dumps in {self.debug_dir}")
+        for reason in self.shared:
+            lines.append(f"  its code also serves a later call ({reason}): the trace was the same")
         return "\n".join(lines)
 
     def _sig_text(self):
@@ -205,7 +267,7 @@ class CompiledFunction:
         self.verify = bool(self.debug_dir) if verify is None else verify
         self._cache = {}
         self.builds = []
-        self._warm = False
+        self._owners = None  # the tensors whose .grad the signature looks at
         pipeline(opt_level)  # refuse a bad opt_level now, not at the first call
         self.modules, self.optimizers = discover(fn)
 
@@ -214,20 +276,20 @@ class CompiledFunction:
 
     # ---- calling ----------------------------------------------------------------------
     def __call__(self, *args):
-        if self.optimizers and not self._warm:
-            # Optimiser state (moments, step counts) is created by the first step; run that
-            # one eagerly so that the traced step reads and updates state that exists.
-            self._warm = True
-            return self.fn(*args)
+        for _, opt in self.optimizers:
+            # State that the first step would create must exist before tracing, so that
+            # the traced step reads and updates it (and this call is already native).
+            opt._init_state()
         sig = self._signature(args)
         build = self._cache.get(sig)
-        if build is not None:
-            changed = build.changed()
-            if changed:
-                build = self._build(args, sig, f"{changed[0]} was reassigned since the last build "
-                                               "(its value is compiled in)")
-        else:
-            build = self._build(args, sig, self._why(sig))
+        stale = build.stale() if build is not None else None
+        if build is None or stale:
+            try:
+                build = self._build(args, sig, stale or self._why(sig))
+            except _StateCreatedByStep:
+                # An optimiser whose `_initial_state` does not cover its `_update` made new
+                # state while tracing: this step runs eagerly, which creates it for real.
+                return self.fn(*args)
         return self._run(build, args)
 
     @property
@@ -248,14 +310,17 @@ class CompiledFunction:
         arg_sig = tuple(_describe_arg(a) for a in args)
         modes = tuple((name, m.training) for name, m in self.modules)
         opts = tuple((name, _opt_signature(o)) for name, o in self.optimizers)
-        return arg_sig, modes, opts
+        if self._owners is None:  # walking the modules costs ~1 ms a call: once per build
+            self._owners = _grad_owners(self.modules, self.optimizers)
+        grads = tuple(p.grad is not None for p in self._owners)
+        return arg_sig, modes, opts, grads
 
     def _why(self, sig):
         if not self.builds:
             return "first call"
         last = self.builds[-1].signature
         reasons = []
-        args, modes, opts = sig
+        args, modes, opts, grads = sig
         if len(args) != len(last[0]):
             reasons.append(f"called with {len(args)} arguments instead of {len(last[0])}")
         else:
@@ -278,38 +343,30 @@ class CompiledFunction:
                 reasons.append(f"hyper-parameters of optimizer {name} changed")
             if o[1] != old_o[1]:
                 reasons.append(f"the state of optimizer {name} changed structure")
+        if grads != last[3]:
+            had = sum(last[3])
+            reasons.append(f"{sum(grads)} parameters have a .grad (before: {had})")
         return "; ".join(reasons) or "a signature seen before, evicted"
 
     # ---- building ---------------------------------------------------------------------
     def _build(self, args, sig, reason):
         build = Build(reason, sig)
-        names = _named_tensors(self.modules, self.optimizers)
-        by_id = {id(t): n for n, t in names.items()}
-        saved_grads = {n: t.grad for n, t in names.items()}
-        saved_state = [(o, {p: dict(st) for p, st in o.state.items()}) for _, o in self.optimizers]
-
-        def record_state(builder):
-            # Optimisers replace state entries (`state["exp_avg"] = new`): each replaced
-            # entry is an update of the tensor it replaced.
-            for opt, before in saved_state:
-                for p, old_state in before.items():
-                    for key, old in old_state.items():
-                        new = opt.state.get(p, {}).get(key)
-                        if isinstance(new, Tensor) and new is not old and isinstance(old, Tensor):
-                            if new.is_tracer:
-                                builder.assign(old, new)
-
         t0 = time.perf_counter()
-        try:
-            traced = trace(self.fn, *args, param_names=by_id, on_exit=record_state)
-        finally:
-            for n, t in names.items():
-                t.grad = saved_grads[n]
-            for opt, before in saved_state:
-                opt.state.clear()
-                opt.state.update(before)
+        traced = self._trace(args, build)
         build.phases["trace"] = time.perf_counter() - t0
         build.traced = traced
+        build.text = format_graph(traced)
+        build.tensors = dict(traced.meta.get("tensors", {}))
+        live = set(traced.meta.get("updates", ())) | set(traced.meta.get("mutable", ()))
+        build.frozen = {n: t._data for n, t in build.tensors.items() if n not in live}
+        twin = self._same_trace(build)
+        if twin is not None:
+            # The same graph over the same compiled-in arrays (say, the first step traced
+            # without `.grad`s and the second with, both zeroing them first): reuse its code.
+            build.graph, build.program, build.passes = twin.graph, twin.program, twin.passes
+            twin.shared.append(reason)
+            self._cache[sig] = build
+            return build
 
         timing = TimingInstrument()
         instruments = [timing]
@@ -343,12 +400,105 @@ class CompiledFunction:
             if dumper is not None:
                 dumper.add_phase("build", build.phases["build"])
 
-        build.tensors = dict(traced.meta.get("tensors", {}))
-        updates = set(graph.meta.get("updates", ()))
-        build.frozen = {n: t._data for n, t in build.tensors.items() if n not in updates}
         self._cache[sig] = build
         self.builds.append(build)
         return build
+
+    def _same_trace(self, build):
+        """An earlier build whose traced graph and compiled-in arrays are this one's."""
+        for old in self.builds:
+            if old.text == build.text and old.frozen.keys() == build.frozen.keys() and all(
+                    _same_array(old.frozen[n], arr) for n, arr in build.frozen.items()):
+                return old
+        return None
+
+    def _trace(self, args, build):
+        """Trace the function with its tensors named; fill in `build`'s gradient and lr
+        bookkeeping. Gradients, optimiser state and lrs are as before when it returns."""
+        names = _named_tensors(self.modules, self.optimizers)
+        by_id = {id(t): n for n, t in names.items()}
+        self._owners = _grad_owners(self.modules, self.optimizers)
+        owners = [(by_id[id(p)], p) for p in self._owners]
+        build.owners = {f"{n}.grad": p for n, p in owners}
+        saved_grads = {n: t.grad for n, t in names.items()}
+        traced_grads = {}  # param name -> the .grad it has while tracing
+        for n, p in owners:
+            g = p.grad
+            if g is not None and not g.is_tracer:
+                # Read when the step accumulates. A stand-in of its own, since the tensor
+                # may also be optimiser state (eager SGD's first momentum buffer is it).
+                p.grad = traced_grads[n] = Tensor._wrap(g._data)
+                by_id[id(p.grad)] = f"{n}.grad"
+        saved_state = [(o, {p: dict(st) for p, st in o.state.items()}) for _, o in self.optimizers]
+        lrs = []  # (name, optimizer, group index, the lr, its tensor)
+        for oname, opt in self.optimizers:
+            for k, group in enumerate(opt.param_groups):
+                lr, dtypes = group["lr"], {p.dtype for p in group["params"]}
+                if isinstance(lr, numbers.Real) and not isinstance(lr, bool) and len(dtypes) == 1:
+                    # A Python float meets a tensor at that tensor's dtype: so does this.
+                    lr_t = Tensor._wrap(np.array(lr, dtype=dtypes.pop().np))
+                    lrs.append((f"{oname}.group.{k}.lr", opt, k, lr, lr_t))
+                    by_id[id(lr_t)] = lrs[-1][0]
+                else:  # an lr that is no number, or a group of mixed dtypes: compiled in
+                    build.baked.append((oname, opt, k, _static_key(lr)))
+
+        def on_exit(builder):
+            # Optimisers replace state entries (`state["exp_avg"] = new`): each replaced
+            # entry is an update of the tensor it replaced.
+            for opt, before in saved_state:
+                for p, now in opt.state.items():
+                    old_state = before.get(p, {})
+                    for key, new in now.items():
+                        old = old_state.get(key)
+                        if isinstance(new, Tensor) and new is not old and new.is_tracer:
+                            if not isinstance(old, Tensor):
+                                raise _StateCreatedByStep()
+                            builder.assign(old, new)
+            for name, opt, k, _, lr_t in lrs:
+                if opt.param_groups[k]["lr"] is not lr_t:
+                    raise CompileError(f"the lr of parameter group {k} of optimizer {name.split('.group.')[0]} "
+                                       "was changed inside the compiled function (an lr scheduler stepping "
+                                       "there?): its Python runs once, when tracing; step schedulers outside")
+            for n, p in owners:
+                self._record_grad(builder, build, n, p, traced_grads.get(n))
+
+        try:
+            for name, opt, k, _, lr_t in lrs:
+                opt.param_groups[k]["lr"] = lr_t
+            traced = trace(self.fn, *args, param_names=by_id, on_exit=on_exit)
+        finally:
+            for n, t in names.items():
+                t.grad = saved_grads[n]
+            for opt, before in saved_state:
+                opt.state.clear()
+                opt.state.update(before)
+            for name, opt, k, lr, _ in lrs:
+                opt.param_groups[k]["lr"] = lr
+        tensors = traced.meta.get("tensors", {})
+        for name, opt, k, lr, lr_t in lrs:
+            if name in tensors:
+                build.lrs[name] = (opt, k, lr_t.dtype.np)
+            else:  # not read as a tensor (or not at all): compiled in, if anywhere
+                build.baked.append((name.split(".group.")[0], opt, k, _static_key(lr)))
+        traced.meta["mutable"] = sorted(n for n in tensors if n in build.owners or n in build.lrs)
+        return traced
+
+    @staticmethod
+    def _record_grad(builder, build, name, p, before):
+        """What the step leaves in `p.grad`: a graph output, None, or what was there."""
+        final = p.grad
+        gname = f"{name}.grad"
+        if final is None:
+            build.grads_cleared.append(p)
+        elif final.is_tracer and final._builder is builder:
+            target = before
+            if target is None:  # the graph's update target: a buffer it never reads
+                target = Tensor._wrap(np.zeros(p.shape, final.dtype.np))
+                builder.param_names[id(target)] = gname
+            builder.assign(target, final)
+            build.grads[gname] = p
+        elif final is not before and not final.is_tracer:  # set to an eager value
+            build.grads_set.append((p, final.data))
 
     # ---- running ----------------------------------------------------------------------
     def _run(self, build, args):
@@ -365,8 +515,16 @@ class CompiledFunction:
         params = dict(graph.params)
         updates = build.updates
         for name in updates:
-            if name in params:
+            if name in params and name not in build.grads:
                 params[name] = build.tensors[name]._data
+        for name in graph.meta.get("mutable", ()):
+            if name in build.lrs:
+                opt, k, dtype = build.lrs[name]
+                params[name] = np.array(opt.param_groups[k]["lr"], dtype=dtype)
+            elif name in params:  # a .grad the step accumulates into (the signature says it is there)
+                grad = build.owners[name].grad
+                if grad is not None:
+                    params[name] = grad._data
         if build.program is not None and self.threads is not None:
             from .codegen.runtime import get_num_threads, set_num_threads
 
@@ -382,9 +540,17 @@ class CompiledFunction:
             outs = _ParamInterpreter(graph, params).run(*arrays)
         n = len(outs) - len(updates)
         for name, value in zip(updates, outs[n:]):
-            build.tensors[name]._data = np.asarray(value)
+            owner = build.grads.get(name)
+            if owner is not None:  # a gradient: a new tensor, as `backward()` leaves
+                owner.grad = Tensor._wrap(np.asarray(value))
+            else:
+                build.tensors[name]._data = np.asarray(value)
+        for p in build.grads_cleared:
+            p.grad = None
+        for p, arr in build.grads_set:
+            p.grad = Tensor._wrap(arr.copy())
         results = [Tensor._wrap(np.asarray(o)) for o in outs[:n]]
-        spec = graph.meta.get("out_spec")
+        spec = build.traced.meta.get("out_spec")
         if spec is None:
             return results[0] if len(results) == 1 else tuple(results)
         return unflatten(spec, results)

@@ -8,8 +8,9 @@ PyTorch's update, term for term:
     v_hat = max(v_hat, v)                             (amsgrad: the running maximum is used below)
     p = p - (lr / (1 - beta1**t)) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
-The moments start at zero, so on the first step `m = (1 - beta1) * g` exactly; the state
-is created then rather than as zero arrays (which a traced step would have to capture).
+The moments start at zero, so on the first step `m = (1 - beta1) * g` exactly; eagerly
+the state is created then, and `_init_state` (for a compiled step) creates the zero
+moments up front, whose first update gives the same numbers.
 The step count `t` is a float64 0-d tensor (as torch keeps it), so a compiled training
 step reads it from the optimizer state instead of baking one step's bias corrections in.
 """
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..ops.elementwise import cast, maximum, power, sqrt
 from ..tensor import Tensor
-from .optimizer import Optimizer, check_betas, check_number
+from .optimizer import Optimizer, check_betas, check_number, count_state, zeros_state
 
 
 class Adam(Optimizer):
@@ -62,6 +63,12 @@ class Adam(Optimizer):
         correction2 = cast(sqrt(1.0 - power(beta2, step)), p.dtype)
         denom = sqrt(v) / correction2 + eps
         return base - (m / denom) * (lr / correction1)
+
+    def _initial_state(self, p, group):
+        state = {"step": count_state(), "exp_avg": zeros_state(p), "exp_avg_sq": zeros_state(p)}
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = zeros_state(p)
+        return state
 
 
 class AdamW(Adam):

@@ -10,7 +10,10 @@ only, run under `lucid.no_grad()`; `step` writes the value back with `p.data = n
 Nothing touches numpy, so the same step runs eagerly or on tracers: when the gradients
 are tracers (a whole training step traced into one graph), the parameter and its state
 are first captured into that trace (see `_lift`) and `p.data = tracer` is recorded by the
-trace as a state update.
+trace as a state update. `_init_state` creates every parameter's state before its first
+step (subclasses say how in `_initial_state`), which a compiled step needs. While a step
+is traced, `group["lr"]` is a 0-d tensor (read by the graph at each call, so lr schedules
+need no new build): `_update` uses it in arithmetic only.
 
 `state_dict()` is plain data (numbers, strings, tuples, lists, dicts with int keys and
 numpy arrays), which `lucid.save` writes without pickle; `load_state_dict` turns the
@@ -23,6 +26,16 @@ import numpy as np
 from ..autograd_mode import enable_grad, no_grad
 from ..errors import LucidError
 from ..tensor import Tensor
+
+
+def zeros_state(p):
+    """A zero tensor shaped and typed like parameter `p` (a moment before any step)."""
+    return Tensor._wrap(np.zeros(p.shape, p.dtype.np))
+
+
+def count_state():
+    """A step count before any step: float64 0-d, as `_update` keeps it."""
+    return Tensor._wrap(np.array(0.0))
 
 
 class _Required:
@@ -176,6 +189,24 @@ class Optimizer:
     def _update(self, p, grad, state, group):
         """The new value of parameter `p` (lucid ops only); may update `state` in place."""
         raise NotImplementedError(f"{type(self).__name__} does not define its update")
+
+    # ---- state before the first step ---------------------------------------------
+    def _init_state(self):
+        """Create the state of every parameter that has none yet, as the first step would.
+
+        Eagerly, state appears at a parameter's first step. A compiled training step needs
+        it to exist before tracing, so that the traced step reads and updates named
+        tensors (and its first call is already native). `_initial_state` gives each
+        entry's starting value, chosen so that `_update` on it computes exactly what the
+        first step on no state computes (zero moments: `0 * beta + x == x`)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if not self.state.get(p):
+                    self.state[p] = self._initial_state(p, group)
+
+    def _initial_state(self, p, group):
+        """The state of parameter `p` before its first step (none: stateless updates)."""
+        return {}
 
     # ---- state dicts ------------------------------------------------------------
     def state_dict(self):

@@ -8,13 +8,14 @@
     p = p - lr * g / d                                (otherwise)
 
 The averages and the buffer start at zero; as in Adam the first step sets them to their
-exact first values instead of updating zero arrays.
+exact first values instead of updating zero arrays, or (after `_init_state`, for a
+compiled step) updates zero arrays, which gives the same numbers.
 """
 import numpy as np
 
 from ..ops.elementwise import sqrt
 from ..tensor import Tensor
-from .optimizer import Optimizer, check_number
+from .optimizer import Optimizer, check_number, count_state, zeros_state
 
 
 class RMSprop(Optimizer):
@@ -57,3 +58,11 @@ class RMSprop(Optimizer):
             state["momentum_buffer"] = buf
             step = buf
         return p - step * lr
+
+    def _initial_state(self, p, group):
+        state = {"step": count_state(), "square_avg": zeros_state(p)}
+        if group["centered"]:
+            state["grad_avg"] = zeros_state(p)
+        if group["momentum"]:
+            state["momentum_buffer"] = zeros_state(p)
+        return state

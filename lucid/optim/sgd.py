@@ -9,9 +9,14 @@ carry over:
     buf = momentum * buf + (1 - dampening) * g afterwards
     g = g + momentum * buf  (nesterov)  or  g = buf
     p = p - lr * g
+
+`_init_state` (a compiled step's) makes a zero buffer up front: `momentum * 0 + g` is the
+first step's `buf = g`, except with dampening, for which it also makes a step count so
+that the first step still takes the whole gradient.
 """
 from ..errors import LucidError
-from .optimizer import Optimizer, check_number, required
+from ..ops.elementwise import cast, minimum
+from .optimizer import Optimizer, check_number, count_state, required, zeros_state
 
 
 class SGD(Optimizer):
@@ -37,12 +42,27 @@ class SGD(Optimizer):
             grad = grad + p * wd
         if momentum:
             buf = state.get("momentum_buffer")
+            dampening = group["dampening"]
             if buf is None:
                 buf = grad
+            elif dampening and "step" in state:
+                # A buffer created before the first step (`_initial_state`): that step
+                # must take the whole gradient, later ones 1 - dampening of it.
+                steps = state["step"]
+                scale = cast(1.0 - minimum(steps, 1.0) * dampening, grad.dtype)
+                buf = buf * momentum + grad * scale
+                state["step"] = steps + 1.0
             else:
-                damp = 1.0 - group["dampening"]
-                buf = buf * momentum + (grad if damp == 1.0 else grad * damp)
+                buf = buf * momentum + (grad if dampening == 0 else grad * (1.0 - dampening))
             state["momentum_buffer"] = buf
             grad = grad + buf * momentum if group["nesterov"] else buf
         return p - grad * lr
+
+    def _initial_state(self, p, group):
+        if not group["momentum"]:
+            return {}
+        state = {"momentum_buffer": zeros_state(p)}
+        if group["dampening"]:
+            state["step"] = count_state()  # tells the first step from later ones
+        return state
 
