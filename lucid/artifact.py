@@ -20,7 +20,9 @@ intermediate values, is reused and guarded by a lock). Every refusal is an
 `ArtifactError`: a missing folder or file, a manifest that is not one, an artifact format
 or lucid version this lucid cannot read, CPU features this machine lacks, a file whose
 size or checksum differs from the manifest's. Inputs are checked as `lucid.compile`
-checks them (ShapeError, DTypeError) before any native call.
+checks them (ShapeError, DTypeError) before any native call; an index out of an op's range
+(take, gather, scatter_add, roi_align's batch index, ...) raises that op's ShapeError after
+it, as eager mode does, and the call's outputs are dropped.
 
 Loading needs manifest.json, the code and weights.bin (the header and graph views are for
 people). CPU features are checked against /proc/cpuinfo for the instruction-set
@@ -395,6 +397,10 @@ class Artifact:
             rc = self._lib.run(self._weights.ctypes.data, in_table.ctypes.data, out_table.ctypes.data,
                                self._workspace.ctypes.data)
         if rc != 0:
+            # an out-of-range index (lucid.codegen.checks): the op's own error, as eager mode raises
+            text = self.manifest["code"].get("index_errors", {}).get(str(rc))
+            if text is not None:
+                raise ShapeError(f"artifact {self.name}: {text}")
             raise ArtifactError(f"artifact {self.name}: the native run returned {rc}")
         results = [Tensor._wrap(o) for o in outs]
         if self._spec == "*" and len(results) == 1:

@@ -13,6 +13,10 @@ The API, for a graph named `name` (a C identifier):
     size_t lucid_<name>_workspace_size(void);   /* bytes of scratch memory run needs */
     int    lucid_<name>_run(const void *weights, const void *const *inputs,
                             void *const *outputs, void *workspace);   /* 0 = success */
+
+`run` returns a positive code instead when an op met an index outside its range (a take,
+gather, scatter or RoI batch index; lucid.codegen.checks): the outputs are then not valid,
+and the manifest's code.index_errors maps the code to the op and its place in the model.
     void   lucid_<name>_set_num_threads(int n);
     int    lucid_<name>_get_num_threads(void);
 
@@ -106,7 +110,7 @@ def wrapper_ir(symbols, entry_name, graph, layout, sources, arena_size, scratch_
     offsets = {name: off for name, off, _, _ in layout}
     nparams = max(1, len(layout))
     arena = _round_up(arena_size)
-    lines = [f"declare void @{entry_name}(ptr, ptr, ptr, ptr, ptr)",
+    lines = [f"declare i32 @{entry_name}(ptr, ptr, ptr, ptr, ptr)",
              "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)",
              "declare void @lucid_set_num_threads(i32)",
              "declare i32 @lucid_get_num_threads()"]
@@ -123,7 +127,12 @@ def wrapper_ir(symbols, entry_name, graph, layout, sources, arena_size, scratch_
              f"  %wsa = and i64 %wsu, {-ALIGN}",
              "  %arena = inttoptr i64 %wsa to ptr",
              f"  %scratch = getelementptr i8, ptr %arena, i64 {arena}",
-             f"  call void @{entry_name}(ptr %inputs, ptr %outputs, ptr %params, ptr %arena, ptr %scratch)"]
+             f"  %status = call i32 @{entry_name}(ptr %inputs, ptr %outputs, ptr %params, ptr %arena, ptr %scratch)",
+             "  %failed = icmp ne i32 %status, 0",
+             "  br i1 %failed, label %fail, label %done",
+             "fail:",  # an out-of-range index (lucid.codegen.checks): no copies, the code
+             "  ret i32 %status",
+             "done:"]
     for k, (o, (kind, what)) in enumerate(zip(graph.outputs, sources)):
         if kind == "slot" and what == k:
             continue
@@ -260,7 +269,8 @@ def build_library(graph, folder, name, key, progress=None):
     linker); a dict for the manifest's "code" entry."""
     from ..ir.passes.memory import memory_plan
     from . import anchors, llvm
-    from .program import emit_module, output_slots
+    from . import checks
+    from .program import emit_module, kernels_of, output_slots
     from .runtime import runtime_ir
 
     def step(stage, fraction):
@@ -272,6 +282,8 @@ def build_library(graph, folder, name, key, progress=None):
     entry_name = f"lucid_entry_{key[:16]}"
     step("generating code", 0.35)
     program_text, kernels, scratch = emit_module(graph, f"lucid_{name}", entry_name, plan, slots)
+    index_errors = {str(code): text for code, (_, text) in
+                    checks.messages([(node, fn) for node, fn, _ in kernels_of(graph)]).items()}
     scratch_bytes = (scratch + 16) * 4
     workspace = _round_up(plan.arena_size) + _round_up(scratch_bytes) + ALIGN
     layout, _ = weights_layout(graph)
@@ -306,7 +318,7 @@ def build_library(graph, folder, name, key, progress=None):
             if command is not None:
                 os.replace(so_tmp, os.path.join(folder, "model.so"))
                 return {"file": "model.so", "kind": "shared", "symbols": symbols, "linker": command,
-                        "kernels": kernels, "workspace_bytes": workspace}
+                        "kernels": kernels, "workspace_bytes": workspace, "index_errors": index_errors}
     texts = [program_text] + ([shared_gemm_ir()] if uses_gemm else [])
     # no linker: the JIT's own kind of object, without the runtime (the engine has it)
     symbols = symbol_names(name, "_" + key[:12])
@@ -319,7 +331,7 @@ def build_library(graph, folder, name, key, progress=None):
         f.write(obj)
     os.replace(tmp, os.path.join(folder, "model.o"))
     return {"file": "model.o", "kind": "object", "symbols": symbols, "linker": None, "kernels": kernels,
-            "workspace_bytes": workspace}
+            "workspace_bytes": workspace, "index_errors": index_errors}
 
 
 # ---------------------------------------------------------------------------- the C header
@@ -373,7 +385,10 @@ def header_text(manifest):
             "/* Bytes of scratch memory (any alignment) one call of run needs. */",
             f"size_t {sym['workspace_size']}(void);",
             "/* Run the model: inputs[i] and outputs[i] point to dense C-order buffers of the",
-            " * shapes above; returns 0. Calls sharing a workspace must not overlap. */",
+            " * shapes above; returns 0. Calls sharing a workspace must not overlap.",
+            " * A positive return value: an input held an index out of range for an op",
+            " * (take, gather, scatter_add, roi_align, ...); the outputs are not valid, and",
+            " * manifest.json's code.index_errors names the op and the model's source line. */",
             f"int {sym['run']}(const void *weights, const void *const *inputs, void *const *outputs, "
             "void *workspace);",
             "/* Threads of the library's own pool (default: LUCID_NUM_THREADS, else all CPUs). */",

@@ -14,6 +14,7 @@ import numpy as np
 from ..dtypes import bool_
 from ..errors import CompileError
 from . import irutil as U
+from .checks import record as record_index_error
 from .elemental import float_suffix
 
 ELEMENTAL = {}
@@ -141,9 +142,12 @@ def _binary(float_fn, int_fn):
     return rule
 
 
-ELEMENTAL["add"] = _binary(lambda E, a, c, dt: E.b.fadd(a, c), _int_add)
-ELEMENTAL["sub"] = _binary(lambda E, a, c, dt: E.b.fsub(a, c), lambda E, a, c, dt: E.b.sub(a, c))
-ELEMENTAL["mul"] = _binary(lambda E, a, c, dt: E.b.fmul(a, c), lambda E, a, c, dt: E.b.mul(a, c))
+# `contract`: a product feeding a sum may become one fma (x*w + b is one instruction, and
+# rounding instead of two; results differ from the interpreter by float32 rounding only).
+_CONTRACT = ["contract"]
+ELEMENTAL["add"] = _binary(lambda E, a, c, dt: E.b.fadd(a, c, flags=_CONTRACT), _int_add)
+ELEMENTAL["sub"] = _binary(lambda E, a, c, dt: E.b.fsub(a, c, flags=_CONTRACT), lambda E, a, c, dt: E.b.sub(a, c))
+ELEMENTAL["mul"] = _binary(lambda E, a, c, dt: E.b.fmul(a, c, flags=_CONTRACT), lambda E, a, c, dt: E.b.mul(a, c))
 
 
 def _int_div(E, a, c, dt):
@@ -298,12 +302,23 @@ def _slice_scatter(E, node, idx):
     return b.select(inside, v, U.const(node.type.dtype, 0)) if inside is not None else v
 
 
-def _wrapped(E, j, n):
+def _wrapped(E, j, n, node):
+    """Index j of `node` (numpy's range [-n, n)) as a position in [0, n): clamped, so the
+    access stays inside the buffer, and an out-of-range j recorded, so the call raises
+    as eager mode does (lucid.codegen.checks)."""
     b = E.b
     if j.type != U.I64:
         j = b.sext(j, U.I64)
     j = b.select(b.icmp_signed("<", j, U.i64(0)), b.add(j, U.i64(n)), j)
-    return E.clamp(j, n)
+    bad = b.icmp_unsigned(">=", j, U.i64(n))  # j < 0 is a huge unsigned number
+    record_index_error(E, node, bad)
+    return b.select(bad, U.i64(0), j)  # any position in range will do: the call raises
+
+
+def _nothing_to_index(E, node):
+    """An index into an empty axis: always out of range, and no element to load."""
+    record_index_error(E, node, U.const(bool_, 1))
+    return U.const(node.type.dtype, 0)
 
 
 @elemental("take")
@@ -311,7 +326,9 @@ def _take(E, node, idx):
     x, ind = node.inputs
     axis = node.attrs["axis"]
     k = ind.type.ndim
-    j = _wrapped(E, E.value(ind, idx[axis:axis + k]), x.type.shape[axis])
+    if x.type.shape[axis] == 0:
+        return _nothing_to_index(E, node)
+    j = _wrapped(E, E.value(ind, idx[axis:axis + k]), x.type.shape[axis], node)
     return E.value(x, idx[:axis] + (j,) + idx[axis + k:])
 
 
@@ -319,7 +336,9 @@ def _take(E, node, idx):
 def _gather(E, node, idx):
     x, ind = node.inputs
     axis = node.attrs["axis"]
-    j = _wrapped(E, E.value(ind, idx), x.type.shape[axis])
+    if x.type.shape[axis] == 0:
+        return _nothing_to_index(E, node)
+    j = _wrapped(E, E.value(ind, idx), x.type.shape[axis], node)
     return E.value(x, idx[:axis] + (j,) + idx[axis + 1:])
 
 
@@ -691,12 +710,12 @@ def _take_add(E, node, idx):
     k = ind.type.ndim
 
     def body(r):
-        j = _wrapped(E, E.value(ind, tuple(r)), size)
+        j = _wrapped(E, E.value(ind, tuple(r)), size, node)
         v = E.value(g, idx[:axis] + tuple(r) + idx[axis + 1:])
         return b.select(b.icmp_signed("==", j, idx[axis]), v, U.const(dt, 0))
 
     return E.reduce(list(ind.type.shape), U.const(dt, 0), dt, body, _mac(E, dt)) if k else \
-        b.select(b.icmp_signed("==", _wrapped(E, E.value(ind, ()), size), idx[axis]),
+        b.select(b.icmp_signed("==", _wrapped(E, E.value(ind, ()), size, node), idx[axis]),
                  E.value(g, idx[:axis] + idx[axis + 1:]), U.const(dt, 0))
 
 
@@ -717,7 +736,7 @@ def _scatter_add(E, node, idx):
 
     def body(r):
         at = tuple(r[0] if c is None else c for c in clamped)
-        j = _wrapped(E, E.value(ind, at), n)
+        j = _wrapped(E, E.value(ind, at), n, node)
         return b.select(b.icmp_signed("==", j, idx[axis]), E.value(src, at), U.const(dt, 0))
 
     added = E.reduce([ind.type.shape[axis]], U.const(dt, 0), dt, body, _mac(E, dt))
@@ -727,76 +746,21 @@ def _scatter_add(E, node, idx):
     return b.fadd(v, added) if dt.is_float else b.add(v, added)
 
 
+REDUCTIONS = frozenset({"sum", "prod", "max", "min", "argmax", "argmin"})
+
+
+def row_reductions(fn):
+    """The reductions in function graph `fn`: values a row loop hoists and computes once
+    per row (see Elemental.scoped), which splitting a row into blocks would repeat."""
+    return [n for n in fn.compute_nodes if n.op in REDUCTIONS]
+
+
 def lowering_for(node):
     if node.op in ELEMENTAL or node.op in KERNELS:
         return True
     raise CompileError(f"no native lowering for op {node.op!r}")
 
 
-# ---- whole-kernel lowerings ---------------------------------------------------------------------
-
-def _argsort_kernel(mb, name, fn):
-    """argsort as ranks: element i of a row lands at position #{j: x[j] before x[i]}.
-
-    Stable (ties keep index order, descending too) and NaN sorts last ascending, first
-    descending, as the reference does. O(n^2) per row, rows in parallel."""
-    import llvmlite.ir as ir
-
-    from .elemental import Elemental
-
-    node = fn.compute_nodes[0]
-    src = node.inputs[0]
-    axis, descending = node.attrs["axis"], node.attrs["descending"]
-    shape = src.type.shape
-    n = shape[axis] if shape else 1
-    lead = shape[:axis] + shape[axis + 1:]
-    body = ir.Function(mb.module, ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64]), f"{name}.rows")
-    body.linkage = "internal"
-    b = ir.IRBuilder(body.append_basic_block("entry"))
-    ctx, begin, end = body.args
-    leaves, outp = mb.pointers(b, ctx, fn)
-    E = Elemental(b, mb.module, leaves)
-    dt = src.type.dtype
-    rank = U.entry_alloca(b, U.I64, "rank")
-
-    def before(xj, xi, j, i):
-        """Does x[j] (at j) come before x[i] (at i) in the sorted order?"""
-        if dt.is_float:
-            nan_j, nan_i = b.fcmp_unordered("uno", xj, xj), b.fcmp_unordered("uno", xi, xi)
-            less = b.fcmp_ordered(">" if descending else "<", xj, xi)
-            equal = b.or_(b.fcmp_ordered("==", xj, xi), b.and_(nan_j, nan_i))
-            # NaN is the largest value: last ascending, first descending.
-            nan_order = b.and_(nan_i, b.not_(nan_j)) if not descending else b.and_(nan_j, b.not_(nan_i))
-            less = b.or_(less, nan_order)
-        else:
-            cmp = ">" if descending else "<"
-            if dt.name == "bool":
-                xj, xi = b.zext(xj, U.I8), b.zext(xi, U.I8)
-            less = b.icmp_signed(cmp, xj, xi)
-            equal = b.icmp_signed("==", xj, xi)
-        tie = b.icmp_signed("<", j, i)  # stable: equal values keep their index order
-        return b.or_(less, b.and_(equal, tie))
-
-    with U.loop(b, end, start=begin, name="row") as r:
-        with E.scoped():
-            fixed = list(E.delinearize(r, lead))
-            with U.loop(b, U.i64(n), name="i") as i:
-                with E.scoped():
-                    at_i = tuple(fixed[:axis] + [i] + fixed[axis:]) if shape else ()
-                    xi = E.value(src, at_i)
-                    b.store(U.i64(0), rank)
-                    with U.loop(b, U.i64(n), name="j") as j:
-                        with E.scoped():
-                            xj = E.value(src, tuple(fixed[:axis] + [j] + fixed[axis:]) if shape else ())
-                            b.store(b.add(b.load(rank), b.zext(before(xj, xi, j, i), U.I64)), rank)
-                    at_out = tuple(fixed[:axis] + [b.load(rank)] + fixed[axis:]) if shape else ()
-                    U.store_elem(b, i, b.gep(outp, [E.linear(at_out, shape)], inbounds=True), node.type.dtype)
-    b.ret_void()
-    rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
-    return rows, body
-
-
-KERNELS["argsort"] = _argsort_kernel
-
 from . import lowering_detection  # noqa: E402,F401
 from . import lowering_random  # noqa: E402,F401
+from . import lowering_sort  # noqa: E402,F401

@@ -24,8 +24,10 @@ import llvmlite.ir as ir
 
 from ..ops.detection import strict_threshold
 from . import irutil as U
+from .checks import record as record_index_error
 from .elemental import Elemental, float_suffix
 from .lowering import KERNELS, elemental
+from . import lowering_sort as sort  # its names are read when a kernel is built (import cycle)
 
 
 def _fmax(E, dt, a, c):
@@ -118,7 +120,7 @@ def _clip_boxes(E, node, idx):
 
 class _Roi:
     """The geometry of RoI k shared by roi_align and its adjoint: the batch index (clamped;
-    `ok` says whether it was in range), the top-left corner and the bin sizes."""
+    `ok` says whether it was in range: the kernels record it, lucid.codegen.checks), the top-left corner and the bin sizes."""
 
     def __init__(self, E, rois, k, attrs, n, dt):
         b = E.b
@@ -247,6 +249,7 @@ def _roi_align_kernel(mb, name, fn):
         feats = _nhwc(b, scratch, dt)
         acc = b.gep(U.entry_alloca(b, ir.ArrayType(U.value_type(dt), channels), "accv"), [U.i64(0), U.i64(0)])
         roi = _Roi(E, rois, k, node.attrs, n, dt)
+        record_index_error(E, node, b.not_(roi.ok))
         image = b.mul(roi.batch, U.i64(height))
         zero = U.const(dt, 0)
         with U.loop(b, U.i64(oh), name="ph") as ph:
@@ -311,6 +314,7 @@ def _roi_align_grad_kernel(mb, name, fn):
     def shares(b, E, leaves, outp, scratch, k):
         dst = b.gep(_nhwc(b, scratch, dt), [U.i64(acc_size)], inbounds=True)
         roi = _Roi(E, rois, k, node.attrs, n, dt)
+        record_index_error(E, node, b.not_(roi.ok))
         with U.loop(b, U.i64(oh * ow), name="bin") as q:
             ph, pw = b.udiv(q, U.i64(ow)), b.urem(q, U.i64(ow))
             base = b.mul(b.add(b.mul(k, U.i64(oh * ow)), q), U.i64(channels))
@@ -376,49 +380,6 @@ KERNELS["roi_align_grad"] = _roi_align_grad_kernel
 
 # ---- nms ---------------------------------------------------------------------------------
 
-def _descending_keys(b, dt, x):
-    """An unsigned integer key per score whose ascending order is the reference's
-    descending order: larger scores first, every NaN first of all, -0.0 equal to 0.0."""
-    bits = 32 if dt.name == "float32" else 64
-    it = ir.IntType(bits)
-    x = b.fadd(x, U.const(dt, 0))  # -0.0 + 0.0 is +0.0
-    u = b.bitcast(x, it)
-    top = ir.Constant(it, 1 << (bits - 1))
-    negative = b.icmp_unsigned(">=", u, top)
-    ordered = b.select(negative, b.not_(u), b.or_(u, top))  # ascending order of the floats
-    return b.select(b.fcmp_unordered("uno", x, x), ir.Constant(it, 0), b.not_(ordered))
-
-
-def _radix_sort(b, n, keys, tmp_keys, idx, tmp_idx, counts, it):
-    """Stable LSD radix sort of (keys, idx) by keys, 8 bits a pass (an even number of
-    passes, so the result ends in `keys`, `idx`)."""
-    for p in range(it.width // 8):
-        src_k, dst_k, src_i, dst_i = (keys, tmp_keys, idx, tmp_idx) if p % 2 == 0 else (tmp_keys, keys, tmp_idx, idx)
-        with U.loop(b, U.i64(256), name="zero") as d:
-            b.store(U.i64(0), b.gep(counts, [d], inbounds=True))
-
-        def digit(r):
-            key = b.load(b.gep(src_k, [r], inbounds=True))
-            return b.zext(b.trunc(b.lshr(key, ir.Constant(it, 8 * p)), U.I8), U.I64)
-
-        with U.loop(b, U.i64(n), name="hist") as r:
-            ptr = b.gep(counts, [digit(r)], inbounds=True)
-            b.store(b.add(b.load(ptr), U.i64(1)), ptr)
-        total = U.entry_alloca(b, U.I64, "total")
-        b.store(U.i64(0), total)
-        with U.loop(b, U.i64(256), name="scan") as d:
-            ptr = b.gep(counts, [d], inbounds=True)
-            c = b.load(ptr)
-            b.store(b.load(total), ptr)
-            b.store(b.add(b.load(total), c), total)
-        with U.loop(b, U.i64(n), name="scatter") as r:
-            ptr = b.gep(counts, [digit(r)], inbounds=True)
-            at = b.load(ptr)
-            b.store(b.add(at, U.i64(1)), ptr)
-            b.store(b.load(b.gep(src_k, [r], inbounds=True)), b.gep(dst_k, [at], inbounds=True))
-            b.store(b.load(b.gep(src_i, [r], inbounds=True)), b.gep(dst_i, [at], inbounds=True))
-
-
 def _nms_kernel(mb, name, fn):
     """Greedy NMS in one thread: radix-sort the scores (stable, O(n)), gather the boxes in
     score order into column arrays (malloc'ed), then for each box not yet dropped: keep
@@ -441,23 +402,19 @@ def _nms_kernel(mb, name, fn):
     malloc = U.intrinsic(mb.module, "malloc", U.I8P, [U.I64])
     free = U.intrinsic(mb.module, "free", U.VOID, [U.I8P])
     size = dt.itemsize
-    key_t = ir.IntType(8 * size)
-    raw = [b.call(malloc, [U.i64(n * s)]) for s in (8, 1, size, size, size, size, size, size, size, 8)]
-    raw.append(b.call(malloc, [U.i64(256 * 8)]))
-    order = b.bitcast(raw[0], U.I64.as_pointer())
-    dropped = raw[1]
-    x1s, y1s, x2s, y2s, areas = (b.bitcast(p, t.as_pointer()) for p in raw[2:7])
+    key_t = sort.key_type(dt)
+    raw = [b.call(malloc, [U.i64(n * s)]) for s in (1, size, size, size, size, size)]
+    raw.append(b.call(malloc, [U.i64(sort.radix_scratch_bytes(n, key_t))]))
+    dropped = raw[0]
+    x1s, y1s, x2s, y2s, areas = (b.bitcast(p, t.as_pointer()) for p in raw[1:6])
 
-    # 1. the score order: a stable radix sort of order-preserving integer keys
-    keys, tmp_keys = (b.bitcast(p, key_t.as_pointer()) for p in raw[7:9])
-    tmp_order = b.bitcast(raw[9], U.I64.as_pointer())
-    counts = b.bitcast(raw[10], U.I64.as_pointer())
+    # 1. the score order: argsort's stable radix sort of its descending keys (lowering_sort)
+    keys, tmp_keys, start, tmp_order, counts = sort.radix_arrays(b, raw[6], n, key_t)
     with U.loop(b, U.i64(n), name="key") as i:
         with E.scoped():
-            key = _descending_keys(b, dt, E.value(scores, (i,)))
-            b.store(key, b.gep(keys, [i], inbounds=True))
-            b.store(i, b.gep(order, [i], inbounds=True))
-    _radix_sort(b, n, keys, tmp_keys, order, tmp_order, counts, key_t)
+            b.store(sort.sort_key(b, dt, E.value(scores, (i,)), True), b.gep(keys, [i], inbounds=True))
+            b.store(i, b.gep(start, [i], inbounds=True))
+    _, order = sort.radix_sort(b, n, keys, tmp_keys, start, tmp_order, counts, key_t)
 
     # 2. the boxes in score order, as columns, with their areas
     with U.loop(b, U.i64(n), name="g") as r:

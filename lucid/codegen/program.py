@@ -7,11 +7,16 @@ Python runs between kernels. Kernels loop over their output rows; big ones split
 rows over the native thread pool (`lucid_parallel_for`). Identical kernels (a ResNet's
 repeated blocks) share one function.
 
-`run(inputs, params)` checks every input's shape and dtype before the native call.
+`run(inputs, params)` checks every input's shape and dtype before the native call, and
+raises the ops' own ShapeError when native code met an out-of-range index (a take, gather,
+scatter or RoI batch index: lucid.codegen.checks); the outputs of that call are dropped.
 """
 import ctypes
+import itertools
 import sys
 import threading
+import time
+from types import SimpleNamespace
 
 import llvmlite.ir as ir
 import numpy as np
@@ -19,14 +24,16 @@ import numpy as np
 from ..errors import CompileError, DTypeError, ShapeError
 from ..ir.graph import CALL, SOURCE_OPS, Attrs, Graph, Node
 from . import irutil as U
-from . import anchors
+from . import anchors, checks
 from .elemental import Elemental
-from .lowering import ELEMENTAL, KERNELS
+from .lowering import ELEMENTAL, KERNELS, row_reductions
 
 PARALLEL_MIN_ELEMENTS = 1 << 14  # below this a kernel runs on the calling thread only
 _LOADED = {}  # program key -> JitModule already in this process's engine
 ROW_SPLIT_BELOW = 64  # with fewer output rows than this, long rows are split into blocks
 COLUMN_BLOCK = 4096  # elements per block of a split row
+UNROLL_LOOPS = False  # LLVM's loop unrolling on program modules: half their build time, little speed
+# (lucid.codegen.llvm.optimize says why)
 
 
 def _single_op_function(node, name):
@@ -41,7 +48,7 @@ def _single_op_function(node, name):
         else:
             env[i] = Node("input", (), Attrs(), i.type, name=f"p{len(inputs)}")
             inputs.append(env[i])
-    out = Node(node.op, tuple(env[i] for i in node.inputs), node.attrs, node.type)
+    out = Node(node.op, tuple(env[i] for i in node.inputs), node.attrs, node.type, loc=node.loc)
     operands = [i for i in dict.fromkeys(node.inputs) if i.op != "constant"]
     return Graph(name, inputs, inputs + body + [out], [out]), operands
 
@@ -73,7 +80,8 @@ class _ModuleBuilder:
         self.parallel_for = None
         self.kernel_names = {}
         self.scratch_floats = 0
-        self.scratch_users = set()  # kernels whose last argument is the scratch buffer
+        self.scratch_users = set()  # kernels whose argument table holds the scratch buffer
+        self._status_slot = None  # while a kernel is emitted: its table's status-word slot
 
     def runtime_parallel_for(self):
         if self.parallel_for is None:
@@ -90,14 +98,29 @@ class _ModuleBuilder:
             return name
         name = f"k{len(self.kernel_names)}_{fn.name[:40]}"
         self.kernel_names[key] = name
+        anchored = anchors.anchor_of(fn) is not None
+        # argument table: output, inputs, [scratch], status word (see lucid.codegen.checks)
+        self._status_slot = len(fn.inputs) + 1 + (1 if anchored else 0)
+        known = len(self.module.globals)
+        try:
+            self._kernel_body(name, fn, anchored)
+        finally:
+            self._status_slot = None
+        # Only this kernel's functions can have unflushed checks: walking the whole
+        # module's function list once per kernel is quadratic over a training step's.
+        added = itertools.islice(self.module.globals.values(), known, None)
+        checks.flush(SimpleNamespace(functions=[f for f in added if isinstance(f, ir.Function)]))
+        return name
+
+    def _kernel_body(self, name, fn, anchored):
         out = fn.outputs[0]
         custom = [n for n in fn.compute_nodes if n.op in KERNELS]
-        if anchors.anchor_of(fn) is not None:
+        if anchored:
             need = anchors.scratch_floats(fn)
             self.scratch_floats = max(self.scratch_floats, need)
             anchors.emit(self, name, fn, scratch_index=len(fn.inputs) + 1)
             self.scratch_users.add(name)
-            return name
+            return
         if custom:
             if len(fn.compute_nodes) != 1:
                 raise CompileError(f"{custom[0].op} cannot take fused epilogues (kernel {fn.name})")
@@ -108,10 +131,14 @@ class _ModuleBuilder:
                 raise CompileError(f"no native lowering for op(s) {', '.join(missing)}")
             rows, body = elemental_rows(self, name, fn, out, lambda b, ctx: self.pointers(b, ctx, fn))
         self.dispatch(name, body, rows, out.type.size)
-        return name
 
     def pointers(self, b, ctx, fn):
+        """(input node -> typed buffer pointer, output pointer) from a kernel's argument
+        table `ctx`; also lets the function being built record index errors."""
         args = b.bitcast(ctx, U.I8P.as_pointer())
+        if self._status_slot is not None:
+            status = b.bitcast(b.load(b.gep(args, [U.i64(self._status_slot)])), U.I32.as_pointer())
+            checks.attach(b.function, fn, status)
         leaves = {}
         for k, inp in enumerate(fn.inputs):
             p = b.load(b.gep(args, [U.i64(k + 1)]))
@@ -132,10 +159,20 @@ class _ModuleBuilder:
 
     # ---- the entry function -------------------------------------------------------------------
     def entry(self, graph, steps, buffer_of, output_slot):
-        fnty = ir.FunctionType(U.VOID, [U.I8P.as_pointer()] * 3 + [U.I8P, U.I8P])
+        """i32 @entry(inputs, outputs, params, arena, scratch): runs the kernels in order;
+        returns 0, or at the first kernel that met an out-of-range index, the status code
+        of lucid.codegen.checks (the outputs are then not valid)."""
+        fnty = ir.FunctionType(U.I32, [U.I8P.as_pointer()] * 3 + [U.I8P, U.I8P])
         entry = ir.Function(self.module, fnty, self.entry_name)
+        # Straight-line calls, one per step, thousands in a training step: the optimiser
+        # has nothing to gain there (kernels must not be inlined into it) and took seconds.
+        entry.attributes.add("noinline")
+        entry.attributes.add("optnone")
         b = ir.IRBuilder(entry.append_basic_block("entry"))
         inputs, outputs, params, arena, scratch = entry.args
+        status = b.alloca(U.I32, name="status")
+        b.store(ir.Constant(U.I32, 0), status)
+        status_arg = b.bitcast(status, U.I8P)
         input_pos = {n: k for k, n in enumerate(graph.inputs)}
         param_pos = {n: k for k, n in enumerate(graph.param_nodes)}
 
@@ -151,17 +188,28 @@ class _ModuleBuilder:
                 raise CompileError(f"internal: no buffer planned for {node!r}")
             return b.gep(arena, [U.i64(offset)])
 
-        for node, kernel_name, operands in steps:
+        # One argument table, refilled for each kernel (calls are sequential): an alloca per
+        # step made the entry block thousands of allocas long, and placing each of them
+        # (llvmlite finds the insertion point by a list search) quadratic.
+        width = max([len(operands) + 3 for _, _, operands, _ in steps] or [2])
+        args = b.alloca(ir.ArrayType(U.I8P, width), name="args")
+        for step, (node, kernel_name, operands, fn) in enumerate(steps):
             kernel = self.module.globals[kernel_name]
             extra = 1 if kernel_name in self.scratch_users else 0
-            args = U.entry_alloca(b, ir.ArrayType(U.I8P, len(operands) + 1 + extra), "args")
             slots = [node] + operands
             for k, n in enumerate(slots):
                 b.store(pointer(n), b.gep(args, [U.i64(0), U.i64(k)]))
             if extra:
                 b.store(scratch, b.gep(args, [U.i64(0), U.i64(len(slots))]))
+            b.store(status_arg, b.gep(args, [U.i64(0), U.i64(len(slots) + extra)]))
             b.call(kernel, [b.bitcast(args, U.I8P.as_pointer())])
-        b.ret_void()
+            if checks.checked_nodes(fn):
+                word = b.load(status)
+                with b.if_then(b.icmp_unsigned("!=", word, ir.Constant(U.I32, 0)), likely=False):
+                    cttz = U.intrinsic(self.module, "llvm.cttz.i32", U.I32, [U.I32, U.I1])
+                    bit = b.call(cttz, [word, ir.Constant(U.I1, 1)])
+                    b.ret(b.add(bit, ir.Constant(U.I32, checks.BITS * step + 1)))
+        b.ret(ir.Constant(U.I32, 0))
 
 
 class NativeProgram:
@@ -189,19 +237,26 @@ class NativeProgram:
         data = cache.load(self.key) if use_cache and loaded is None else None
         self.from_cache = loaded is not None or data is not None
         self.kernel_count = None
+        self.timings = {}  # phase -> seconds: "emit" (LLVM IR, Python), "llvm" (optimise, codegen, load) or "load"
+        t0 = time.perf_counter()
         if loaded is not None:
             self._jit = loaded
         elif data is not None:
             self._jit = load_object(data, name)
+            self.timings["load"] = time.perf_counter() - t0
         else:
             self.ir_text = self._emit(graph, name, plan)
-            self._jit = jit(self.ir_text, name)
+            t1 = time.perf_counter()
+            self._jit = jit(self.ir_text, name, unroll=UNROLL_LOOPS)
+            self.timings.update(emit=t1 - t0, llvm=time.perf_counter() - t1)
             if use_cache:
                 cache.store(self.key, self._jit.object)
         _LOADED[self.key] = self._jit
-        self._entry = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        self._entry = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                        ctypes.c_void_p, ctypes.c_void_p)(self._jit.address(self.entry_name))
-        scratch = max([anchors.scratch_floats(fn) for _, fn, _ in kernels_of(graph)] or [0])
+        kernels = kernels_of(graph)
+        scratch = max([anchors.scratch_floats(fn) for _, fn, _ in kernels] or [0])
+        self._errors = checks.messages([(node, fn) for node, fn, _ in kernels])
         self._scratch = np.empty(scratch + 16, dtype=np.float32)
         self._scratch_ptr = (self._scratch.ctypes.data + 63) // 64 * 64
         self._arena = np.empty(plan.arena_size + 64, dtype=np.uint8)
@@ -232,6 +287,13 @@ class NativeProgram:
                 del pool[:-2]
             outs.append(arr)
         return outs
+
+    def error(self, status):
+        """The lucid error for a non-zero status code of the entry function."""
+        hit = self._errors.get(status)
+        if hit is None:
+            return CompileError(f"{self.graph.name}: the native code failed with status {status}")
+        return ShapeError(hit[1])
 
     def _emit(self, graph, name, plan):
         text, self.kernel_count, _ = emit_module(graph, name, self.entry_name, plan, self.output_slot)
@@ -265,8 +327,10 @@ class NativeProgram:
         out_table = _table([a if a is not None else np.empty(0) for a in outs])
         param_table = _table(param_arrays)
         with self._lock:
-            self._entry(in_table.ctypes.data, out_table.ctypes.data, param_table.ctypes.data, self._arena_ptr,
-                        self._scratch_ptr)
+            status = self._entry(in_table.ctypes.data, out_table.ctypes.data, param_table.ctypes.data,
+                                 self._arena_ptr, self._scratch_ptr)
+        if status:
+            raise self.error(status)
         result = []
         by_node = {}
         for k, o in enumerate(graph.outputs):
@@ -296,11 +360,11 @@ def output_slots(graph):
 
 def emit_module(graph, name, entry_name, plan, output_slot):
     """LLVM IR text of the graph's kernels and its entry function `entry_name`
-    (math functions linked in; `lucid_sgemm` and `lucid_parallel_for` only declared);
-    also the number of distinct kernels and the scratch floats they need. The JIT
+    (math functions linked in; `lucid_sgemm` and `lucid_parallel_for` only declared;
+    the entry returns an i32 status, lucid.codegen.checks); also the number of distinct kernels and the scratch floats they need. The JIT
     (NativeProgram) and the AOT exporter (lucid.codegen.aot) both build on it."""
     mb = _ModuleBuilder(name, entry_name)
-    steps = [(node, mb.kernel(fn), operands) for node, fn, operands in kernels_of(graph)]
+    steps = [(node, mb.kernel(fn), operands, fn) for node, fn, operands in kernels_of(graph)]
 
     def buffer_of(node):
         hit = plan.buffer_of(node)
@@ -321,7 +385,9 @@ def elemental_rows(mb, name, fn, out, pointers):
     lead, width = (shape[:-1], shape[-1]) if shape else ((), 1)
     rows = int(np.prod(lead, dtype=np.int64)) if lead else 1
     blocks = 1
-    if rows < ROW_SPLIT_BELOW and width >= 2 * COLUMN_BLOCK:
+    # A row reduction fused in (softmax's max and sum) is computed once per unit: split
+    # rows would each redo it over the whole row, `blocks` times the work.
+    if rows < ROW_SPLIT_BELOW and width >= 2 * COLUMN_BLOCK and not row_reductions(fn):
         blocks = -(-width // COLUMN_BLOCK)
     block = -(-width // blocks)
     body = ir.Function(mb.module, ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64]), f"{name}.rows")
@@ -342,7 +408,7 @@ def elemental_rows(mb, name, fn, out, pointers):
             else:
                 first, stop = U.i64(0), U.i64(width)
             with U.loop(b, stop, start=first, name="col") as c:
-                with E.scoped():
+                with E.scoped(loop=c):  # row-invariant values (softmax's row max) hoisted
                     idx = row_idx + (c,) if shape else ()
                     v = E.value(out, idx)
                     U.store_elem(b, v, b.gep(outp, [b.add(base, c)], inbounds=True), out.type.dtype)

@@ -24,8 +24,8 @@ Primitives (each with a numpy reference and a native lowering):
   Only a fixed `sampling_ratio > 0` is supported: torchvision's adaptive grid
   (ceil(roi_size / output_size) samples) depends on the box values, which a static
   graph and an unrolled native loop cannot follow. Faster R-CNN's box head uses 2.
-  A batch index outside [0, N) is refused by the reference (eager mode, interpreter);
-  native code cannot raise and pools zeros for such a RoI instead.
+  A batch index outside [0, N) is refused with a ShapeError by the reference (eager
+  mode, interpreter) and by native code alike (lucid.codegen.checks).
 
 Composites: `batched_nms` (per-class NMS through the coordinate-offset trick),
 `multiscale_roi_align` (the FPN level rule `fpn_levels`; with traced RoIs every level
