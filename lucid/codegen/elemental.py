@@ -23,17 +23,20 @@ class Elemental:
         self.module = module
         self.leaves = leaves  # function-graph node -> pointer to its buffer (inputs)
         self._memo = [{}]
+        self._hoist = None  # the innermost loop that invariant values are hoisted out of
 
     # ---- values ------------------------------------------------------------------------
     def value(self, node, idx):
         """The element of `node` at `idx` (a tuple of i64 values, one per dimension)."""
-        key = (node, tuple(id(i) for i in idx))
+        key = (node, tuple(("k", i.constant) if isinstance(i, ir.Constant) else id(i) for i in idx))
         for scope in reversed(self._memo):
             hit = scope.get(key)
             if hit is not None:
                 return hit[0]
         if node.op == "constant":
             v = U.const(node.type.dtype, node.attrs["value"])
+        elif self._hoist is not None and self._hoist.invariant(idx):
+            return self._hoist.evaluate(self, node, idx)
         elif node in self.leaves:
             v = self.load(node, idx)
         else:
@@ -118,16 +121,26 @@ class Elemental:
         nest(0, [])
         return b.load(slot)
 
-    def scoped(self):
-        """A context manager for a block whose values must not leak out (a loop body)."""
+    def scoped(self, loop=None):
+        """A context manager for a block whose values must not leak out (a loop body).
+
+        With `loop` (the induction variable `irutil.loop` yielded, the builder in its
+        body), values the body asks for at indices that do not depend on the loop -- the
+        row max and row sum of a softmax, a column-broadcast bias -- are computed once
+        before the loop instead of once per iteration (a reduction inside a row loop would
+        otherwise cost O(width^2) per row)."""
         emitter = self
 
         class _Scope:
             def __enter__(self):
+                self.saved = emitter._hoist
+                if loop is not None:
+                    emitter._hoist = _Hoist(emitter, loop)
                 emitter._memo.append({})
 
             def __exit__(self, *exc):
                 emitter._memo.pop()
+                emitter._hoist = self.saved
 
         return _Scope()
 
@@ -135,6 +148,54 @@ class Elemental:
     def call_intrinsic(self, name, typ, *args):
         fn = U.intrinsic(self.module, name, typ, [a.type for a in args])
         return self.b.call(fn, list(args))
+
+
+class _Hoist:
+    """Where a loop's invariant values go: the end of its preheader, before the branch
+    into the loop. Hoisted code may itself contain loops (a reduction), so the branch is
+    moved to the end of whatever block the hoisted code finishes in (the new tail), and
+    the loop's phi is told its entry edge now comes from there."""
+
+    def __init__(self, emitter, phi):
+        self.phi = phi
+        self.depth = len(emitter._memo)  # memo scopes visible before the loop's body
+        self.tail = phi.incomings[0][1]  # the preheader
+        self.tails = {id(self.tail)}  # blocks on the straight path into the loop
+
+    def invariant(self, idx):
+        """Do these index values exist before the loop (constants, or computed on the
+        path into it)? Anything computed in the body is treated as varying."""
+        for i in idx:
+            if isinstance(i, (ir.Constant, ir.Argument)):
+                continue
+            if not (isinstance(i, ir.Instruction) and id(i.parent) in self.tails):
+                return False
+        return True
+
+    def evaluate(self, emitter, node, idx):
+        b = emitter.b
+        back = b.block
+        term = self.tail.terminator
+        self.tail.instructions.remove(term)
+        self.tail.terminator = None
+        b.position_at_end(self.tail)
+        memo, emitter._memo = emitter._memo, emitter._memo[:self.depth]
+        emitter._hoist = None
+        try:
+            v = emitter.value(node, idx)  # memoised in the scope outside the loop
+        finally:
+            emitter._memo, emitter._hoist = memo, self
+        tail = b.block
+        term.parent = tail
+        tail.instructions.append(term)
+        tail.terminator = term
+        if tail is not self.tail:
+            value, _ = self.phi.incomings[0]
+            self.phi.incomings[0] = (value, tail)
+            self.tail = tail
+            self.tails.add(id(tail))
+        b.position_at_end(back)
+        return v
 
 
 def float_suffix(dtype):
