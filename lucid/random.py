@@ -12,7 +12,8 @@ draw uses the current key and advances the stream by one.
   each draw inside the trace uses the advanced key of the one before, and the last key is
   the graph's update of `random.key`. So a compiled function gives fresh numbers on every
   call, and after `seed(n)` a compiled run draws exactly what the eager run would: the
-  uniforms (and hence dropout masks) bit for bit, normals to rounding.
+  [0, 1) uniforms (and hence dropout masks) bit for bit; scaled uniforms and normals to
+  rounding (native code contracts `u * (high - low) + low` into one FMA).
 
 `seed(n)` also seeds a numpy Generator, `get_rng()`, which parameter initialisers
 (lucid.nn.init, model constructors) and `choice` draw from: they run eagerly at model

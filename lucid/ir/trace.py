@@ -143,18 +143,20 @@ def _flatten(obj, leaves):
 
 def unflatten(spec, leaves):
     """Rebuild the structure `_flatten` recorded from a flat sequence of values."""
-    it = iter(leaves)
+    return _build(spec, iter(leaves))
 
-    def build(s):
-        if s == "*":
-            return next(it)
-        kind, items = s
-        if kind == "dict":
-            return {k: build(v) for k, v in items}
-        seq = [build(v) for v in items]
-        return tuple(seq) if kind == "tuple" else seq
 
-    return build(spec)
+def _build(s, it):
+    # A module-level function, not a self-referencing closure: such a closure is a
+    # reference cycle that would keep the leaves (a compiled function's output arrays,
+    # which it reuses once nobody holds them) alive until the cyclic collector runs.
+    if s == "*":
+        return next(it)
+    kind, items = s
+    if kind == "dict":
+        return {k: _build(v, it) for k, v in items}
+    seq = [_build(v, it) for v in items]
+    return tuple(seq) if kind == "tuple" else seq
 
 
 def _input_names(fn, count):
