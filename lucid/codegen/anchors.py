@@ -8,13 +8,21 @@ or `conv_transpose2d` with groups=1, is emitted as:
    rearranged into the program's scratch buffer by parallel loops around it:
    - matmul: directly (batched over its leading dims);
    - conv2d, per image: W[O, C*kh*kw] @ cols[C*kh*kw, OH*OW], `cols` the image's patches
-     (im2col; a 1x1, stride-1, unpadded convolution reads the image itself);
+     (im2col, written as zero spans and strided copies; a 1x1, stride-1, unpadded
+     convolution reads the image itself); a batch that splits evenly over the threads
+     runs whole images in parallel instead (see `_conv`);
    - conv2d_weight_grad, for the whole batch at once: GY[O, N*S] @ COLS_T[N*S, C*kh*kw];
    - conv_transpose2d (a convolution's input gradient), per image: col2im of
      W_T[Co*kh*kw, Ci] @ x[Ci, H*W], col2im summing the taps that land on each pixel;
-2. the epilogue (bias, activation, residual add, ...), if any, as one elemental pass over
-   the output that reads the anchor's value back from the same buffer and overwrites it:
-   each element is read, then written, at the same index.
+2. the epilogue (bias, activation, residual add, ...), if any:
+   - conv2d and matmul: inside the gemm's store. lucid_sgemm is built with a
+     BlockEpilogue: the thread that finishes a block of C (its claimed rows by the columns
+     of the B block, sized to stay in L2) calls the kernel's `.tile` function on it, which
+     evaluates the fused epilogue elementally over that block, reading the anchor's value
+     back from the output buffer and overwriting it: one pass over the output while it is
+     in cache, and no fork-join of its own;
+   - conv2d_weight_grad and conv_transpose2d: one elemental pass over the output after the
+     anchor, reading and writing each element at the same index.
 
 Anything else in those ops (float64, grouped convolutions, an epilogue that changes the
 shape or dtype) keeps the generic elemental lowering.
@@ -28,8 +36,14 @@ from .elemental import Elemental
 
 SGEMM = "lucid_sgemm"
 GEMM_OPS = ("conv2d", "matmul", "conv2d_weight_grad", "conv_transpose2d")
+_TILE_FN = ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64, U.I64, U.I64])
 _SGEMM_TYPE = ir.FunctionType(U.VOID, [U.I64, U.I64, U.I64, U.F32.as_pointer(), U.I64, U.F32.as_pointer(),
-                                       U.I64, U.F32.as_pointer(), U.I64, U.F32.as_pointer()])
+                                       U.I64, U.F32.as_pointer(), U.I64, U.F32.as_pointer(),
+                                       _TILE_FN.as_pointer(), U.I8P])
+# what a tile callback receives: the kernel's argument table and the image / batch index
+_TILE_CTX = ir.LiteralStructType([U.I8P.as_pointer(), U.I64])
+_FUSED_STORE = ("conv2d", "matmul")  # anchors whose epilogue runs inside the gemm's store
+FLAT_BELOW = 16  # conv outputs narrower than this run their tile epilogue over flat columns
 
 
 _gemm_loaded = []
@@ -41,7 +55,7 @@ def ensure_gemm():
     if _gemm_loaded:
         return
     from . import cache
-    from .gemm import gemm_ir
+    from .gemm import BLOCK, gemm_ir
     from .llvm import jit, load_object
 
     key = cache.program_key(f"shared gemm {SGEMM}")
@@ -49,7 +63,7 @@ def ensure_gemm():
     if data is not None:
         load_object(data, "lucid-sgemm")
     else:
-        cache.store(key, jit(gemm_ir(SGEMM), "lucid-sgemm").object)
+        cache.store(key, jit(gemm_ir(SGEMM, BLOCK), "lucid-sgemm").object)
     _gemm_loaded.append(True)
 
 
@@ -82,7 +96,7 @@ def scratch_floats(fn):
             return 0
         _, c, kh, kw = head.inputs[1].type.shape
         oh, ow = head.type.shape[2:]
-        return c * kh * kw * oh * ow
+        return c * kh * kw * oh * ow * min(head.type.shape[0], IMAGE_SLOTS)
     if head.op == "conv2d_weight_grad":
         x, gy = head.inputs
         n, o = gy.type.shape[:2]
@@ -110,20 +124,94 @@ def emit(mb, name, fn, scratch_index):
     ctx = b.bitcast(kernel.args[0], U.I8P)
     leaves, outp = mb.pointers(b, ctx, fn)
     fptr = U.F32.as_pointer()
+    fused = fn.outputs[0] is not head and head.op in _FUSED_STORE
+    tile = _Tile(b, kernel.args[0], _tile_fn(mb, name, fn, head) if fused else None)
+    tile.fused_fn = fn
     if head.op == "matmul":
-        _matmul(b, sgemm, head, leaves, outp)
+        _matmul(b, sgemm, head, leaves, outp, tile)
     else:
         scratch = b.bitcast(b.load(b.gep(kernel.args[0], [U.i64(scratch_index)])), fptr)
         {"conv2d": _conv, "conv2d_weight_grad": _weight_grad,
-         "conv_transpose2d": _conv_transpose}[head.op](mb, b, name, sgemm, head, leaves, outp, scratch)
+         "conv_transpose2d": _conv_transpose}[head.op](mb, b, name, sgemm, head, leaves, outp, scratch, tile)
     b.ret_void()
-    if fn.outputs[0] is not head:
+    if fn.outputs[0] is not head and not fused:
         _epilogue(mb, name, fn, head)
         b.position_before(b.block.instructions[-1])
         b.call(module.globals[f"{name}.epilogue"], [kernel.args[0]])
 
 
-def _matmul(b, sgemm, head, leaves, outp):
+class _Tile:
+    """The last two arguments of a lucid_sgemm call: the epilogue callback and its context
+    (the kernel's argument table and the index of the image / matrix being computed), or
+    two nulls when the anchor has no fused epilogue."""
+
+    def __init__(self, b, args, fn):
+        self.b, self.fn, self.table = b, fn, args
+        if fn is not None:
+            self.ctx = U.entry_alloca(b, _TILE_CTX, "tile_ctx")
+            b.store(args, b.gep(self.ctx, [U.i64(0), ir.Constant(U.I32, 0)], inbounds=True))
+
+    def args(self, index):
+        """The call arguments while the gemm computes image / matrix `index` (an i64)."""
+        if self.fn is None:
+            return [ir.Constant(_TILE_FN.as_pointer(), None), ir.Constant(U.I8P, None)]
+        self.b.store(index, self.b.gep(self.ctx, [U.i64(0), ir.Constant(U.I32, 1)], inbounds=True))
+        return [self.fn, self.b.bitcast(self.ctx, U.I8P)]
+
+
+def _tile_fn(mb, name, fn, head):
+    """@name.tile(ctx, r0, r1, c0, c1): the fused epilogue over the block [r0, r1) x [c0, c1)
+    of the gemm's C for one image (conv2d: C is [O, OH*OW]) or matrix (matmul: [M, N]),
+    reading the anchor's value back from the output buffer and overwriting it in place.
+    The innermost loop runs along an output row (x), which LLVM vectorises."""
+    out = fn.outputs[0]
+    f = ir.Function(mb.module, _TILE_FN, f"{name}.tile")
+    f.linkage = "internal"
+    b = ir.IRBuilder(f.append_basic_block("entry"))
+    raw, r0, r1, c0, c1 = f.args
+    sp = b.bitcast(raw, _TILE_CTX.as_pointer())
+    table = b.load(b.gep(sp, [U.i64(0), ir.Constant(U.I32, 0)], inbounds=True))
+    index = b.load(b.gep(sp, [U.i64(0), ir.Constant(U.I32, 1)], inbounds=True))
+    leaves, outp = mb.pointers(b, b.bitcast(table, U.I8P), fn)
+    leaves[head] = outp
+    E = Elemental(b, mb.module, leaves)
+    dtype = out.type.dtype
+
+    def put(idx, flat):
+        with E.scoped():
+            U.store_elem(b, E.value(out, idx), b.gep(outp, [flat], inbounds=True), dtype)
+
+    with b.if_then(b.icmp_signed("<", c0, c1)):
+        if head.op == "conv2d" and out.type.shape[3] < FLAT_BELOW:
+            # a narrow map (7x7): one loop over the flat spatial columns, long enough to
+            # vectorise (LLVM folds (s / ow) * ow + s % ow back to s in the addresses)
+            _, o_n, oh, ow = out.type.shape
+            with U.loop(b, r1, start=r0, name="o") as o, E.scoped():
+                base = b.mul(b.add(b.mul(index, U.i64(o_n)), o), U.i64(oh * ow))
+                with U.loop(b, c1, start=c0, name="s") as sp:
+                    put((index, o, b.udiv(sp, U.i64(ow)), b.urem(sp, U.i64(ow))), b.add(base, sp))
+        elif head.op == "conv2d":
+            _, o_n, oh, ow = out.type.shape
+            y0, y1 = b.udiv(c0, U.i64(ow)), b.udiv(b.sub(c1, U.i64(1)), U.i64(ow))
+            with U.loop(b, r1, start=r0, name="o") as o, E.scoped():
+                with U.loop(b, b.add(y1, U.i64(1)), start=y0, name="y") as y, E.scoped():
+                    xa = b.select(b.icmp_signed("==", y, y0), b.sub(c0, b.mul(y0, U.i64(ow))), U.i64(0))
+                    xb = b.select(b.icmp_signed("==", y, y1), b.sub(c1, b.mul(y1, U.i64(ow))), U.i64(ow))
+                    base = b.mul(b.add(b.mul(b.add(b.mul(index, U.i64(o_n)), o), U.i64(oh)), y), U.i64(ow))
+                    with U.loop(b, xb, start=xa, name="x") as x:
+                        put((index, o, y, x), b.add(base, x))
+        else:
+            m, n = out.type.shape[-2:]
+            lead = E.delinearize(index, out.type.shape[:-2]) if out.type.ndim > 2 else ()
+            with U.loop(b, r1, start=r0, name="r") as r, E.scoped():
+                base = b.mul(b.add(b.mul(index, U.i64(m)), r), U.i64(n))
+                with U.loop(b, c1, start=c0, name="c") as col:
+                    put(tuple(lead) + (r, col), b.add(base, col))
+    b.ret_void()
+    return f
+
+
+def _matmul(b, sgemm, head, leaves, outp, tile):
     a, w = head.inputs
     m, k = a.type.shape[-2:]
     n = w.type.shape[-1]
@@ -136,55 +224,144 @@ def _matmul(b, sgemm, head, leaves, outp):
         ap = b.gep(pa, [b.mul(i, U.i64(a_stride))])
         wp = b.gep(pw, [b.mul(i, U.i64(w_stride))])
         cp = b.gep(outp, [b.mul(i, U.i64(m * n))])
-        b.call(sgemm, [U.i64(m), U.i64(n), U.i64(k), ap, U.i64(k), wp, U.i64(n), cp, U.i64(n), null])
+        b.call(sgemm, [U.i64(m), U.i64(n), U.i64(k), ap, U.i64(k), wp, U.i64(n), cp, U.i64(n), null]
+               + tile.args(i))
 
 
-def _conv(mb, b, name, sgemm, head, leaves, outp, scratch):
+IMAGE_SLOTS = 4  # images of a batch computed at once (each with its own im2col scratch)
+_IMAGES_CTX = ir.LiteralStructType([U.I8P.as_pointer(), U.F32.as_pointer(), U.I64, U.I64])
+
+
+def _conv(mb, b, name, sgemm, head, leaves, outp, scratch, tile):
+    """Per image: im2col (unless 1x1 / stride 1), then the gemm with the fused epilogue.
+
+    A batch whose images split evenly over the threads (or has at least four per thread)
+    runs whole images in parallel, each thread claiming images one at a time and running
+    its im2col and gemm alone (the pool runs their nested parallel loops serially): one
+    fork-join per convolution instead of three per image, and no split of small gemms.
+    Otherwise images go one after another, each gemm parallel inside."""
     x, w = head.inputs
     n_img, c, h, wd = x.type.shape
     o, _, kh, kw = w.type.shape
     oh, ow = head.type.shape[2:]
     ckk, spatial = c * kh * kw, oh * ow
+    per_image = 0 if _is_pointwise_conv(head) else ckk * spatial
     null = ir.Constant(U.F32.as_pointer(), None)
     gather = None if _is_pointwise_conv(head) else _im2col(mb, name, head)
-    with U.loop(b, U.i64(n_img), name="img") as i:
-        image = b.gep(leaves[x], [b.mul(i, U.i64(c * h * wd))])
+
+    def one_image(bb, i, xp, wp, op, scratch_ptr, tl):
+        image = bb.gep(xp, [bb.mul(i, U.i64(c * h * wd))])
         if gather is None:
             cols = image
         else:
-            b.call(gather, [image, scratch])
-            cols = scratch
-        cp = b.gep(outp, [b.mul(i, U.i64(o * spatial))])
-        b.call(sgemm, [U.i64(o), U.i64(spatial), U.i64(ckk), leaves[w], U.i64(ckk), cols, U.i64(spatial),
-                       cp, U.i64(spatial), null])
+            bb.call(gather, [image, scratch_ptr])
+            cols = scratch_ptr
+        cp = bb.gep(op, [bb.mul(i, U.i64(o * spatial))])
+        bb.call(sgemm, [U.i64(o), U.i64(spatial), U.i64(ckk), wp, U.i64(ckk), cols, U.i64(spatial),
+                        cp, U.i64(spatial), null] + tl.args(i))
+
+    def serial():
+        with U.loop(b, U.i64(n_img), name="img") as i:
+            one_image(b, i, leaves[x], leaves[w], outp, scratch, tile)
+
+    if n_img < 2:
+        serial()
+        return
+    images = _images_fn(mb, name, head, tile, n_img, per_image, one_image)
+    nt = b.sext(b.call(U.intrinsic(mb.module, "lucid_get_num_threads", U.I32, []), []), U.I64)
+    even = b.icmp_signed("==", b.urem(U.i64(n_img), nt), U.i64(0))
+    many = b.icmp_signed(">=", U.i64(n_img), b.mul(nt, U.i64(4)))
+    by_image = b.and_(b.icmp_signed(">", nt, U.i64(1)), b.or_(even, many))
+    with b.if_else(by_image) as (par, ser):
+        with par:
+            ctx = U.entry_alloca(b, _IMAGES_CTX, "images")
+            for k, v in enumerate((tile.table, scratch, U.i64(0), U.i64(0))):
+                b.store(v, b.gep(ctx, [U.i64(0), ir.Constant(U.I32, k)], inbounds=True))
+            b.call(mb.runtime_parallel_for(), [images, b.bitcast(ctx, U.I8P), U.i64(n_img)])
+        with ser:
+            serial()
+
+
+def _images_fn(mb, name, head, tile, n_img, per_image, one_image):
+    """@name.images(ctx, begin, end): a pool task that takes a scratch slot (a task past the
+    IMAGE_SLOTS-th returns at once), then claims images until none is left."""
+    fn = tile.fused_fn
+    f = ir.Function(mb.module, ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64]), f"{name}.images")
+    f.linkage = "internal"
+    b = ir.IRBuilder(f.append_basic_block("entry"))
+    ctx = b.bitcast(f.args[0], _IMAGES_CTX.as_pointer())
+    field = lambda k: b.gep(ctx, [U.i64(0), ir.Constant(U.I32, k)], inbounds=True)
+    table = b.load(field(0))
+    leaves, outp = mb.pointers(b, b.bitcast(table, U.I8P), fn)
+    x, w = head.inputs
+    tl = _Tile(b, table, tile.fn)
+    slot = b.atomic_rmw("add", field(3), U.i64(1), "monotonic")
+    with b.if_then(b.icmp_signed(">=", slot, U.i64(min(n_img, IMAGE_SLOTS)))):
+        b.ret_void()
+    scratch = b.gep(b.load(field(1)), [b.mul(slot, U.i64(per_image))])
+    claim = f.append_basic_block("claim")
+    work = f.append_basic_block("work")
+    out = f.append_basic_block("out")
+    b.branch(claim)
+    b.position_at_end(claim)
+    i = b.atomic_rmw("add", field(2), U.i64(1), "monotonic")
+    b.cbranch(b.icmp_signed(">=", i, U.i64(n_img)), out, work)
+    b.position_at_end(work)
+    one_image(b, i, leaves[x], leaves[w], outp, scratch, tl)
+    b.branch(claim)
+    b.position_at_end(out)
+    b.ret_void()
+    return f
+
+
+CLAIMS = 32  # rows of a parallel gather are claimed in about this many pieces
 
 
 def _rows_fn(mb, name, rows, cost, emit_row):
     """@name(float* p0, float* p1, ...) running `emit_row(builder, row, pointers)` for every
-    row in [0, rows), split over the thread pool when the work (`cost` elements) is big."""
+    row in [0, rows), split over the thread pool when the work (`cost` elements) is big.
+
+    Threads claim rows a piece at a time from a shared counter (as the gemm's tasks do)
+    rather than taking fixed halves: a thread the OS preempts -- other processes on the
+    machine -- then delays the others by one piece, not by its whole share."""
     module = mb.module
     fptr = U.F32.as_pointer()
     arity = getattr(emit_row, "arity", 2)
+    ctx_t = ir.LiteralStructType([ir.ArrayType(fptr, arity), U.I64])
+    grain = max(1, -(-rows // CLAIMS))
     body = ir.Function(module, ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64]), f"{name}.rows")
     body.linkage = "internal"
     b = ir.IRBuilder(body.append_basic_block("entry"))
-    ctx, begin, end = body.args
-    pp = b.bitcast(ctx, fptr.as_pointer())
-    ptrs = [b.load(b.gep(pp, [U.i64(k)])) for k in range(arity)]
-    with U.loop(b, end, start=begin, name="row") as r:
+    ctx = b.bitcast(body.args[0], ctx_t.as_pointer())
+    ptrs = [b.load(b.gep(ctx, [U.i64(0), ir.Constant(U.I32, 0), U.i64(k)])) for k in range(arity)]
+    counter = b.gep(ctx, [U.i64(0), ir.Constant(U.I32, 1)])
+    claim = body.append_basic_block("claim")
+    work = body.append_basic_block("work")
+    out = body.append_basic_block("out")
+    b.branch(claim)
+    b.position_at_end(claim)
+    start = b.atomic_rmw("add", counter, U.i64(grain), "monotonic")
+    b.cbranch(b.icmp_signed(">=", start, U.i64(rows)), out, work)
+    b.position_at_end(work)
+    stop = b.add(start, U.i64(grain))
+    stop = b.select(b.icmp_signed(">", stop, U.i64(rows)), U.i64(rows), stop)
+    with U.loop(b, stop, start=start, name="row") as r:
         emit_row(b, r, ptrs)
+    b.branch(claim)
+    b.position_at_end(out)
     b.ret_void()
     fn = ir.Function(module, ir.FunctionType(U.VOID, [fptr] * arity), name)
     fn.linkage = "internal"
     gb = ir.IRBuilder(fn.append_basic_block("entry"))
-    table = U.entry_alloca(gb, ir.ArrayType(fptr, arity), "ptrs")
+    table = U.entry_alloca(gb, ctx_t, "ptrs")
     for k in range(arity):
-        gb.store(fn.args[k], gb.gep(table, [U.i64(0), U.i64(k)]))
-    ctx = gb.bitcast(table, U.I8P)
+        gb.store(fn.args[k], gb.gep(table, [U.i64(0), ir.Constant(U.I32, 0), U.i64(k)]))
+    gb.store(U.i64(0), gb.gep(table, [U.i64(0), ir.Constant(U.I32, 1)]))
+    raw = gb.bitcast(table, U.I8P)
     if cost >= (1 << 14) and rows > 1:
-        gb.call(mb.runtime_parallel_for(), [body, ctx, U.i64(rows)])
+        gb.call(mb.runtime_parallel_for(), [body, raw, U.i64(rows)])
     else:
-        gb.call(body, [ctx, U.i64(0), U.i64(rows)])
+        gb.call(body, [raw, U.i64(0), U.i64(rows)])
     gb.ret_void()
     return fn
 
@@ -203,8 +380,37 @@ def _tap(b, E, out_pos, k, stride, dilation, pad, size):
     return E.in_range(p, size), E.clamp(p, size)
 
 
+def _span(b, k, stride, dilation, pad, size, out_size):
+    """[lo, hi): the outputs o in [0, out_size) whose input o*stride + k*dilation - pad is
+    inside [0, size), for the kernel tap k (an i64): the taps that read the image rather
+    than the zero padding. Empty spans come out as lo == hi."""
+    def ceil_div(n):  # ceil(n / stride) for a signed n (sdiv truncates towards zero)
+        up = b.sdiv(b.add(n, U.i64(stride - 1)), U.i64(stride))
+        return b.select(b.icmp_signed(">", n, U.i64(0)), up, b.sdiv(n, U.i64(stride)))
+
+    def clip(v):
+        v = b.select(b.icmp_signed("<", v, U.i64(0)), U.i64(0), v)
+        return b.select(b.icmp_signed(">", v, U.i64(out_size)), U.i64(out_size), v)
+
+    shift = b.sub(b.mul(k, U.i64(dilation)), U.i64(pad))  # input of output 0
+    lo = clip(ceil_div(b.sub(U.i64(0), shift)))
+    hi = clip(ceil_div(b.sub(U.i64(size), shift)))
+    hi = b.select(b.icmp_signed("<", hi, lo), lo, hi)
+    return lo, hi, shift
+
+
+def _fill(b, dst, start, stop, value, name):
+    with U.loop(b, stop, start=start, name=name) as i:
+        b.store(value, b.gep(dst, [i], inbounds=True))
+
+
 def _im2col(mb, name, head):
-    """@name.im2col(float* image, float* cols): cols[(c,ky,kx), (y,x)] = padded image taps."""
+    """@name.im2col(float* image, float* cols): cols[(c,ky,kx), (y,x)] = padded image taps.
+
+    Each (c, ky, kx) row is written as spans: the rows y and columns x whose tap falls in
+    the padding are zero-filled, the rest is a copy with the convolution's stride (a
+    contiguous, vectorised copy at stride 1); the spans come from the tap's offset alone,
+    so the inner loops carry no bounds tests."""
     x, w = head.inputs
     _, c, h, wd = x.type.shape
     _, _, kh, kw = w.type.shape
@@ -217,19 +423,26 @@ def _im2col(mb, name, head):
         image, cols = ptrs
         E = Elemental(b, mb.module, {})
         ch, ky, kx = E.delinearize(r, (c, kh, kw))
-        with U.loop(b, U.i64(oh), name="y") as y:
-            row_ok, iyc = _tap(b, E, y, ky, sh, dh, ph, h)
-            src_row = b.mul(b.add(b.mul(ch, U.i64(h)), iyc), U.i64(wd))
-            dst_row = b.mul(b.add(b.mul(r, U.i64(oh)), y), U.i64(ow))
-            with U.loop(b, U.i64(ow), name="x") as xo:
-                ok, ixc = _tap(b, E, xo, kx, sw, dw, pw, wd)
-                v = b.load(b.gep(image, [b.add(src_row, ixc)], inbounds=True))
-                b.store(b.select(b.and_(row_ok, ok), v, zero), b.gep(cols, [b.add(dst_row, xo)], inbounds=True))
+        y_lo, y_hi, y_shift = _span(b, ky, sh, dh, ph, h, oh)
+        x_lo, x_hi, x_shift = _span(b, kx, sw, dw, pw, wd, ow)
+        out = b.gep(cols, [b.mul(r, U.i64(oh * ow))], inbounds=True)
+        _fill(b, out, U.i64(0), b.mul(y_lo, U.i64(ow)), zero, "zt")
+        plane = b.gep(image, [b.mul(ch, U.i64(h * wd))], inbounds=True)
+        with U.loop(b, y_hi, start=y_lo, name="y") as y:
+            iy = b.add(b.mul(y, U.i64(sh)), y_shift)
+            src = b.gep(plane, [b.add(b.mul(iy, U.i64(wd)), x_shift)])  # + x*sw stays inside
+            dst = b.gep(out, [b.mul(y, U.i64(ow))], inbounds=True)
+            _fill(b, dst, U.i64(0), x_lo, zero, "zl")
+            with U.loop(b, x_hi, start=x_lo, name="x") as xo:
+                v = b.load(b.gep(src, [b.mul(xo, U.i64(sw))]))
+                b.store(v, b.gep(dst, [xo], inbounds=True))
+            _fill(b, dst, x_hi, U.i64(ow), zero, "zr")
+        _fill(b, out, b.mul(y_hi, U.i64(ow)), U.i64(oh * ow), zero, "zb")
 
     return _rows_fn(mb, f"{name}.im2col", c * kh * kw, c * kh * kw * oh * ow, row)
 
 
-def _weight_grad(mb, b, name, sgemm, head, leaves, outp, scratch):
+def _weight_grad(mb, b, name, sgemm, head, leaves, outp, scratch, tile):
     """dW[O, C*kh*kw] = GY[O, N*S] @ COLS_T[N*S, C*kh*kw]: one gemm over the whole batch."""
     x, gy = head.inputs
     n_img, c, h, wd = x.type.shape
@@ -273,10 +486,10 @@ def _weight_grad(mb, b, name, sgemm, head, leaves, outp, scratch):
     b.call(fcols, [leaves[x], cols_t])
     null = ir.Constant(U.F32.as_pointer(), None)
     b.call(sgemm, [U.i64(o), U.i64(ckk), U.i64(n_img * s_sp), gy_t, U.i64(n_img * s_sp), cols_t, U.i64(ckk),
-                   outp, U.i64(ckk), null])
+                   outp, U.i64(ckk), null] + tile.args(U.i64(0)))
 
 
-def _conv_transpose(mb, b, name, sgemm, head, leaves, outp, scratch):
+def _conv_transpose(mb, b, name, sgemm, head, leaves, outp, scratch, tile):
     """out[n] = col2im(W_T[Co*kh*kw, Ci] @ x[n][Ci, H*W]), the adjoint of im2col + gemm."""
     x, w = head.inputs
     n_img, ci, h, wd = x.type.shape
@@ -326,7 +539,7 @@ def _conv_transpose(mb, b, name, sgemm, head, leaves, outp, scratch):
     with U.loop(b, U.i64(n_img), name="img") as i:
         image = b.gep(leaves[x], [b.mul(i, U.i64(ci * s_in))])
         b.call(sgemm, [U.i64(rows), U.i64(s_in), U.i64(ci), w_t, U.i64(ci), image, U.i64(s_in), cols,
-                       U.i64(s_in), null])
+                       U.i64(s_in), null] + tile.args(i))
         b.call(fc2i, [cols, b.gep(outp, [b.mul(i, U.i64(co * oh * ow))])])
 
 

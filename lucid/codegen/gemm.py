@@ -27,6 +27,18 @@ L3 8 MiB shared; AVX2 + FMA, 16 ymm registers):
 - NC = 4080 (a multiple of NR): the packed B block is at most 256 x 4080 x 4 B ~ 4 MiB,
   half of the shared 8 MiB L3, which both cores read.
 
+Whole mode (N <= NC and the packed B at most WHOLE_B_BYTES = 2 MiB: most of a ResNet's
+convolutions, all of those at 14x14 and 7x7): all of B is packed at once (parallel over K blocks x column
+panels), then ONE parallel pass over C runs the pc loop inside each claim (for ic: for pc:
+pack A, for jr, for ir). Two fork-joins per product instead of two per K block (a 3x3
+convolution at 7x7 has 18 K blocks), and a claim's C rows are final when it ends, so a
+block epilogue can run on them at once (BlockEpilogue).
+
+Edge panels: a panel of at most 8 columns runs a 6x8 kernel (half the FMAs of the 6x16
+one), a panel of one column a 6x1 kernel (one FMA per k over the six rows): 7x7 feature
+maps have 49 = 3*16 + 1 columns. A is packed 8 steps of k at a time (six row vectors
+transposed in registers) rather than element by element.
+
 Few rows (M <= DIRECT_M = 6, e.g. a batch-1 `x @ W`): no packing and no 6x16 tile (which
 would waste most of its FMAs); B is streamed row by row instead, each element read once
 (see `row_kernel`), with claims of column chunks spread over the threads.
@@ -35,16 +47,21 @@ Small products (< PARALLEL_MIN_FLOPS) run in the calling thread: a fork-join cos
 
 Scratch memory: each thread packs its A block into a 144 KiB, 64-byte aligned buffer on its
 own stack (alloca in the task function): no allocation, and the pages stay resident, so no
-page-fault churn. The packed B block lives in a buffer owned by the module (a private
-global, grown with aligned_alloc to the largest block seen, at most ~4 MiB, never freed);
-a call claims it with an atomic exchange, and a call that finds it claimed (two host threads
-calling the same kernel at once) allocates and frees its own.
+page-fault churn. The packed B block lives in a buffer owned by the module (B_BUFFERS
+private globals, each grown with aligned_alloc to the largest block seen, at most ~4 MiB,
+never freed); a call claims the first free one with a compare-and-swap, so gemms running at
+once on the pool's threads (a batch's images in parallel) each reuse one, and only a call
+that finds all of them claimed allocates and frees its own (a fresh mapping per call costs
+page faults and, when unmapped, a TLB shootdown of every core).
 
 Threading: with `parallel=True` the module declares the runtime's `lucid_parallel_for` and
 `lucid_get_num_threads` (defined once in the engine, see runtime.py). B is packed in
-parallel over its 16-column panels; the macro-kernel is split over 6-row panels of C, one
-contiguous range per thread (each thread packs its own A rows), or, when C has too few row
-panels for an even split (fewer than 4 per thread, and fewer than its column panels), over
+parallel over its 16-column panels (claimed about PACK_CLAIMS at a time from a shared
+counter, so a thread the OS preempts holds up the others by one piece, not by half the
+panels); the macro-kernel is split over 6-row panels of C, claimed in ranges by the
+threads (each thread packs its own A rows), or, when C has too few row
+panels for an even split (fewer than 4 per thread, and fewer than its column panels), or
+when A fits one MC block and C has many column panels (16 per thread or more), over
 16-column panels (each thread then packs the few rows of A itself). The pool runs a nested
 call serially, so a gemm called from inside a parallel loop is simply single-threaded.
 `parallel=False` calls the same task functions directly over [0, n): such a module needs
@@ -59,6 +76,9 @@ B as an N x K row-major matrix, e.g. a linear layer's weight for `x @ W.T`):
                float* C, i64 ldc, float* bias_or_null, <epilogue params>...)
         C[M x N] = epilogue(A[M x K] @ B[K x N]); K = 0 gives epilogue(0).
         `bias` is read only by epilogues that use it (it may be null otherwise).
+        With a BlockEpilogue the epilogue params are (tile_fn, tile_ctx): a native callback
+        run on each finished block of C (see BlockEpilogue; lucid_sgemm, the gemm compiled
+        graphs call, is built this way).
     void @name.batched(i64 batch, i64 M, i64 N, i64 K, float* A, i64 strideA, i64 lda,
                        float* B, i64 strideB, i64 ldb, float* C, i64 strideC, i64 ldc,
                        float* bias_or_null, <epilogue params>...)
@@ -84,6 +104,10 @@ SMALL_BATCH_FLOPS = 2 * 96 ** 3   # below this per matrix, a batch is split acro
 PARALLEL_MIN_FLOPS = 2 * 64 ** 3  # below this a product runs in the calling thread
 DIRECT_M = MR                     # up to this many rows: no packing (see row_kernel)
 ROW_GROUP, ROW_CHUNK = 64, 512    # columns: unit of work and largest claim of row_kernel
+WHOLE_B_BYTES = 2 << 20           # a packed B up to this size is packed whole (see driver)
+EPI_BLOCK_BYTES = 192 << 10       # C rows a claim covers when a BlockEpilogue follows it
+PACK_CLAIMS = 16                  # B panels are packed in about this many claimed pieces
+B_BUFFERS = 4                     # packed-B buffers a module keeps for concurrent calls
 
 F32 = ir.FloatType()
 I1 = ir.IntType(1)
@@ -236,7 +260,26 @@ def _add_residual(c, v, row, col):
     return c.b.fadd(v, c.load(c.arg("res"), idx))
 
 
+class BlockEpilogue(Epilogue):
+    """An epilogue the caller supplies as native code, applied to whole blocks of C.
+
+    The generated functions take two extra arguments, `tile_fn` (a pointer to
+    `void fn(i8* tile_ctx, i64 row0, i64 row1, i64 col0, i64 col1)`, or null for none) and
+    `tile_ctx`; once the K reduction of a block of C is complete -- the rows a thread
+    claimed (at most MC of them) by the columns of the current B block -- the thread that
+    computed it calls tile_fn on it, while the block is still in its caches. The callback
+    rewrites C[row0:row1, col0:col1] in place (bias, activation, residual add, ...); it
+    runs on any thread of the pool, once per element of C, so it must be elementwise.
+    This is how compiled graphs fuse their epilogues into the gemm's store (anchors.py):
+    one pass over the output instead of two, and no fork-join of its own."""
+
+    def __init__(self, name="block"):
+        super().__init__(name, None, params=(("tile_fn", TILE_FN.as_pointer()), ("tile_ctx", I8P)))
+
+
+TILE_FN = ir.FunctionType(VOID, [I8P, I64, I64, I64, I64])
 NONE = Epilogue("none")
+BLOCK = BlockEpilogue()
 BIAS = Epilogue("bias", _add_bias)
 RELU = elementwise("relu", _relu)
 BIAS_RELU = chain(BIAS, RELU, name="bias_relu")
@@ -305,6 +348,30 @@ def _vstore(b, value, ptr, offset, align):
     b.store(value, b.bitcast(b.gep(ptr, idx, inbounds=True), V8P), align=align)
 
 
+def _transpose_6x8(b, vs):
+    """Six <8 x float> rows r_i -> one <48 x float> w with w[6k + i] = r_i[k]."""
+    def cat(x, y):
+        n = x.type.count + y.type.count
+        return b.shuffle_vector(x, y, ir.Constant(ir.VectorType(I32, n), list(range(n))))
+
+    def pad(x, n):  # widen to n lanes (the extra ones undefined) so two shuffles can meet
+        m = x.type.count
+        idx = list(range(m)) + [m] * (n - m)
+        return b.shuffle_vector(x, ir.Constant(x.type, ir.Undefined), ir.Constant(ir.VectorType(I32, n), idx))
+
+    w = cat(cat(cat(vs[0], vs[1]), cat(vs[2], vs[3])), pad(cat(vs[4], vs[5]), 32))  # 64 lanes, 48 used
+    order = [i * VW + k for k in range(VW) for i in range(MR)]
+    return b.shuffle_vector(w, ir.Constant(w.type, ir.Undefined), ir.Constant(ir.VectorType(I32, MR * VW), order))
+
+
+def _vstore48(b, value, ptr):
+    """Store a <48 x float> as six <8 x float> (ptr 4-byte aligned: a panel starts at q*6*kc)."""
+    for q in range(MR):
+        part = b.shuffle_vector(value, ir.Constant(value.type, ir.Undefined),
+                                ir.Constant(ir.VectorType(I32, VW), list(range(q * VW, q * VW + VW))))
+        _vstore(b, part, ptr, q * VW, 4)
+
+
 def _fn(module, name, params, ret=VOID, linkage="internal"):
     f = ir.Function(module, ir.FunctionType(ret, [t for _, t in params]), name)
     if linkage:
@@ -331,8 +398,8 @@ class _Gen:
         self.epi_names = ["bias"] + [n for n, _ in self.epi.params]
         # ctx struct: base params, then the per-block state, then the epilogue params
         self.fields = [n for n, _ in _BASE_PARAMS[:-1]] \
-            + ["Bp", "jc", "nc", "pc", "kc", "by_rows", "units", "grain", "next"] + self.epi_names
-        types = [t for _, t in _BASE_PARAMS[:-1]] + [F32P] + [I64] * 8 \
+            + ["Bp", "jc", "nc", "pc", "kc", "by_rows", "units", "grain", "next", "whole"] + self.epi_names
+        types = [t for _, t in _BASE_PARAMS[:-1]] + [F32P] + [I64] * 9 \
             + [F32P] + [t for _, t in self.epi.params]
         self.ctx_t = ir.LiteralStructType(types)
         self.fma = _declare(self.m, "llvm.fma.v8f32", V8, [V8, V8, V8])
@@ -345,12 +412,16 @@ class _Gen:
             self.nthreads = ir.Function(self.m, ir.FunctionType(I32, []), "lucid_get_num_threads")
 
     # -- the micro-kernels ---------------------------------------------------------------
-    def kernel(self):
-        """C tile (+)= Ap panel @ Bp panel over packed operands; the epilogue when `last`."""
+    def kernel(self, nv=2):
+        """C tile (+)= Ap panel @ Bp panel over packed operands; the epilogue when `last`.
+
+        `nv` vectors of 8 columns per row: 2 is the 6x16 kernel; 1 a 6x8 kernel for edge
+        panels of at most 8 columns (a 7x7 map's 49 = 3*16 + 1), half the FMAs of the
+        6x16 one, which would compute 16 columns to keep one."""
         params = (("kc", I64), ("Ap", F32P), ("Bp", F32P), ("C", F32P), ("ldc", I64), ("mr", I64),
                   ("nr", I64), ("row", I64), ("col", I64), ("first", I1), ("last", I1)) \
             + (("bias", F32P),) + self.epi.params
-        f, a = _fn(self.m, self.name + ".kernel", params)
+        f, a = _fn(self.m, self.name + (".kernel" if nv == 2 else ".kernel8"), params)
         f.attributes.add("noinline")
         f.attributes.add("nounwind")
         for n in ("Ap", "Bp", "C"):
@@ -360,12 +431,53 @@ class _Gen:
 
         def step(b, ptrs, u):
             ap, bp = ptrs
-            bv = (_vload(b, bp, u * NR, 32), _vload(b, bp, u * NR + VW, 32))
+            bv = tuple(_vload(b, bp, u * NR + h * VW, 32) for h in range(nv))
             av = [b.load(b.gep(ap, [_i64(u * MR + r)], inbounds=True), align=4) for r in range(MR)]
             return av, bv
 
-        acc = self._kloops(b, a["kc"], [a["Ap"], a["Bp"]], [_i64(MR), _i64(NR)], step)
-        self._store_tile(b, f, a, acc)
+        acc = self._kloops(b, a["kc"], [a["Ap"], a["Bp"]], [_i64(MR), _i64(NR)], step, nv)
+        self._store_tile(b, f, a, acc, nv)
+        b.ret_void()
+        return f
+
+    def kernel1(self):
+        """The C column tile (6 x 1) for an edge panel of one column (a 7x7 map's 49th):
+        per step of k one FMA of the A panel's 6 rows (a vector read 2 floats past them:
+        the A buffer has room) by the broadcast B element, four steps in flight."""
+        params = (("kc", I64), ("Ap", F32P), ("Bp", F32P), ("C", F32P), ("ldc", I64), ("mr", I64),
+                  ("nr", I64), ("row", I64), ("col", I64), ("first", I1), ("last", I1)) \
+            + (("bias", F32P),) + self.epi.params
+        f, a = _fn(self.m, self.name + ".kernel1", params)
+        f.attributes.add("noinline")
+        f.attributes.add("nounwind")
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        zero = ir.Constant(V8, [0.0] * VW)
+        accs = []
+        for j in range(UNROLL):
+            slot = b.alloca(V8, name=f"acc{j}")
+            b.store(zero, slot)
+            accs.append(slot)
+
+        def step(k, j):
+            av = _vload(b, a["Ap"], b.mul(k, _i64(MR)), 4)
+            bv = _splat(b, b.load(b.gep(a["Bp"], [b.mul(k, _i64(NR))], inbounds=True), align=4))
+            b.store(b.call(self.fma, [av, bv, b.load(accs[j])]), accs[j])
+
+        kmain = b.mul(b.sdiv(a["kc"], _i64(UNROLL)), _i64(UNROLL))
+        with _Loop(b, _i64(0), kmain, UNROLL, name="k4") as k:
+            for j in range(UNROLL):
+                step(b.add(k, _i64(j)), j)
+        with _Loop(b, kmain, a["kc"], name="k1") as k:
+            step(k, 0)
+        total = b.load(accs[0])
+        for j in range(1, UNROLL):
+            total = b.fadd(total, b.load(accs[j]))
+        with b.goto_entry_block():
+            tile = b.alloca(ir.ArrayType(F32, MR * NR), name="tile")
+        tp = b.bitcast(tile, F32P)
+        for r in range(MR):
+            b.store(b.extract_element(total, ir.Constant(I32, r)), b.gep(tp, [_i64(r * NR)], inbounds=True))
+        self._store_edge(b, a, tp)
         b.ret_void()
         return f
 
@@ -377,17 +489,17 @@ class _Gen:
                 p = b.bitcast(b.gep(rowp, [_i64(off)]), I8P)
                 b.call(self.prefetch, [p, ir.Constant(I32, 1), ir.Constant(I32, 3), ir.Constant(I32, 1)])
 
-    def _kloops(self, b, kc, ptrs, strides, step):
+    def _kloops(self, b, kc, ptrs, strides, step, nv=2):
         """kc steps of acc[r][h] += splat(a_r) * b_h, UNROLL at a time, then the rest.
 
         `step(b, ptrs, u)` returns ([a_0..a_5], (b_0, b_1)) for step u of the current trip;
-        pointer i advances by strides[i] elements per step."""
-        acc = [ir.Constant(V8, [0.0] * VW)] * (2 * MR)
-        acc, ptrs = self._kloop(b, b.sdiv(kc, _i64(UNROLL)), acc, ptrs, strides, step, UNROLL, "k4")
-        acc, ptrs = self._kloop(b, b.srem(kc, _i64(UNROLL)), acc, ptrs, strides, step, 1, "k1")
+        pointer i advances by strides[i] elements per step; `nv` vectors per row."""
+        acc = [ir.Constant(V8, [0.0] * VW)] * (nv * MR)
+        acc, ptrs = self._kloop(b, b.sdiv(kc, _i64(UNROLL)), acc, ptrs, strides, step, UNROLL, "k4", nv)
+        acc, ptrs = self._kloop(b, b.srem(kc, _i64(UNROLL)), acc, ptrs, strides, step, 1, "k1", nv)
         return acc
 
-    def _kloop(self, b, trips, acc, ptrs, strides, step, unroll, name):
+    def _kloop(self, b, trips, acc, ptrs, strides, step, unroll, name, nv=2):
         pre = b.block
         head = b.append_basic_block(name + ".head")
         body = b.append_basic_block(name + ".body")
@@ -398,7 +510,7 @@ class _Gen:
         i.add_incoming(_i64(0), pre)
         accp = []
         for j, v in enumerate(acc):
-            p = b.phi(V8, name=f"c{j // 2}{j % 2}")
+            p = b.phi(V8, name=f"c{j // nv}{j % nv}")
             p.add_incoming(v, pre)
             accp.append(p)
         ptrp = []
@@ -413,8 +525,8 @@ class _Gen:
             av, bv = step(b, ptrp, u)
             for r in range(MR):
                 x = _splat(b, av[r])
-                cur[2 * r] = b.call(self.fma, [x, bv[0], cur[2 * r]])
-                cur[2 * r + 1] = b.call(self.fma, [x, bv[1], cur[2 * r + 1]])
+                for h in range(nv):
+                    cur[nv * r + h] = b.call(self.fma, [x, bv[h], cur[nv * r + h]])
         nxt = [b.gep(p, [b.mul(st, _i64(unroll))], inbounds=True) for p, st in zip(ptrp, strides)]
         latch = b.block
         i.add_incoming(b.add(i, _i64(1), flags=["nsw"]), latch)
@@ -429,8 +541,8 @@ class _Gen:
     def _epi_args(self, a):
         return {n: a[n] for n in self.epi_names}
 
-    def _store_tile(self, b, f, a, acc):
-        full = b.and_(b.icmp_signed("==", a["mr"], _i64(MR)), b.icmp_signed("==", a["nr"], _i64(NR)))
+    def _store_tile(self, b, f, a, acc, nv=2):
+        full = b.and_(b.icmp_signed("==", a["mr"], _i64(MR)), b.icmp_signed("==", a["nr"], _i64(nv * VW)))
         with b.if_else(full) as (then, otherwise):
             with then:
                 # C is valid memory: reading it on the first K block and discarding is
@@ -440,8 +552,8 @@ class _Gen:
                         with branch:
                             for r in range(MR):
                                 rowp = b.gep(a["C"], [b.mul(_i64(r), a["ldc"])], inbounds=True)
-                                for h in range(2):
-                                    v = acc[2 * r + h]
+                                for h in range(nv):
+                                    v = acc[nv * r + h]
                                     v = b.select(a["first"], v, b.fadd(v, _vload(b, rowp, h * VW, 4)))
                                     if apply_epi:
                                         ctx = EpilogueContext(b, self._epi_args(a), VW)
@@ -454,21 +566,25 @@ class _Gen:
                     tile.align = 32
                 tp = b.bitcast(tile, F32P)
                 for j, v in enumerate(acc):
-                    _vstore(b, v, tp, (j // 2) * NR + (j % 2) * VW, 32)
-                with _Loop(b, _i64(0), a["mr"], name="er") as r:
-                    rowp = b.gep(a["C"], [b.mul(r, a["ldc"])], inbounds=True)
-                    with _Loop(b, _i64(0), a["nr"], name="ec") as c:
-                        v = b.load(b.gep(tp, [b.add(b.mul(r, _i64(NR)), c)], inbounds=True), align=4)
-                        cp = b.gep(rowp, [c], inbounds=True)
-                        # C is valid memory: reading it when `first` and discarding is harmless
-                        val = b.select(a["first"], v, b.fadd(v, b.load(cp, align=4)))
-                        with b.if_else(a["last"]) as (t3, o3):
-                            with t3:
-                                ctx = EpilogueContext(b, self._epi_args(a), 1)
-                                e = self.epi.apply(ctx, val, b.add(a["row"], r), b.add(a["col"], c))
-                                b.store(e, cp, align=4)
-                            with o3:
-                                b.store(val, cp, align=4)
+                    _vstore(b, v, tp, (j // nv) * NR + (j % nv) * VW, 32)
+                self._store_edge(b, a, tp)
+
+    def _store_edge(self, b, a, tp):
+        """C[0:mr, 0:nr] (+)= tile (row stride NR), element by element, epilogue when last."""
+        with _Loop(b, _i64(0), a["mr"], name="er") as r:
+            rowp = b.gep(a["C"], [b.mul(r, a["ldc"])], inbounds=True)
+            with _Loop(b, _i64(0), a["nr"], name="ec") as c:
+                v = b.load(b.gep(tp, [b.add(b.mul(r, _i64(NR)), c)], inbounds=True), align=4)
+                cp = b.gep(rowp, [c], inbounds=True)
+                # C is valid memory: reading it when `first` and discarding is harmless
+                val = b.select(a["first"], v, b.fadd(v, b.load(cp, align=4)))
+                with b.if_else(a["last"]) as (t3, o3):
+                    with t3:
+                        ctx = EpilogueContext(b, self._epi_args(a), 1)
+                        e = self.epi.apply(ctx, val, b.add(a["row"], r), b.add(a["col"], c))
+                        b.store(e, cp, align=4)
+                    with o3:
+                        b.store(val, cp, align=4)
 
     # -- packing and the parallel tasks -------------------------------------------------
     def _ctx(self, b, raw, names):
@@ -488,17 +604,40 @@ class _Gen:
         return (_i64(1), ldb) if self.trans_b else (ldb, _i64(1))
 
     def pack_b(self):
-        """Task over 16-column panels p: Bp[p*16*kc + k*16 + j] = B[pc + k, jc + 16p + j]."""
+        """Task over 16-column panels p: Bp[p*16*kc + k*16 + j] = B[pc + k, jc + 16p + j].
+
+        In `whole` mode the task covers every K block at once (units: block x panel), the
+        block at pc starting at Bp + pc * (16 * panels)."""
         f, a = _fn(self.m, self.name + ".pack_b", (("ctx", I8P), ("begin", I64), ("end", I64)))
         b = ir.IRBuilder(f.append_basic_block("entry"))
-        c = self._ctx(b, a["ctx"], ["B", "ldb", "Bp", "jc", "nc", "pc", "kc"])
-        kc = c["kc"]
+        c = self._ctx(b, a["ctx"], ["K", "B", "ldb", "Bp", "jc", "nc", "pc", "kc", "whole"])
         ks, js = self._b_strides(c["ldb"])
-        with _Loop(b, a["begin"], a["end"], name="p") as p:
+        whole = b.icmp_signed("!=", c["whole"], _i64(0))
+        npan = _ceil_div(b, c["nc"], NR)
+        # units are claimed from the counter `next` a piece at a time (begin / end unused),
+        # so a preempted thread holds up the others by one piece, not by a fixed half
+        total = b.select(whole, b.mul(_ceil_div(b, c["K"], KC), npan), npan)
+        grain = _ceil_div(b, total, PACK_CLAIMS)
+        nextp = b.gep(b.bitcast(a["ctx"], self.ctx_t.as_pointer()),
+                      [ir.Constant(I32, 0), ir.Constant(I32, self.fields.index("next"))], inbounds=True)
+        claim = b.append_basic_block("claim")
+        work = b.append_basic_block("work")
+        out = b.append_basic_block("out")
+        b.branch(claim)
+        b.position_at_end(claim)
+        start = b.atomic_rmw("add", nextp, grain, "monotonic")
+        b.cbranch(b.icmp_signed(">=", start, total), out, work)
+        b.position_at_end(work)
+        with _Loop(b, start, _min(b, b.add(start, grain), total), name="u") as u:
+            # unit u: panel u of the current K block, or (whole) panel u % npan of block u / npan
+            p = b.select(whole, b.srem(u, npan), u)
+            pc = b.select(whole, b.mul(b.sdiv(u, npan), _i64(KC)), c["pc"])
+            kc = b.select(whole, _min(b, _i64(KC), b.sub(c["K"], pc)), c["kc"])
+            base = b.select(whole, b.gep(c["Bp"], [b.mul(pc, b.mul(npan, _i64(NR)))], inbounds=True), c["Bp"])
             col0 = b.mul(p, _i64(NR))
             ncols = _min(b, _i64(NR), b.sub(c["nc"], col0))
-            dst = b.gep(c["Bp"], [b.mul(col0, kc)], inbounds=True)
-            src = b.gep(c["B"], [b.add(b.mul(c["pc"], ks), b.mul(b.add(c["jc"], col0), js))], inbounds=True)
+            dst = b.gep(base, [b.mul(col0, kc)], inbounds=True)
+            src = b.gep(c["B"], [b.add(b.mul(pc, ks), b.mul(b.add(c["jc"], col0), js))], inbounds=True)
             with b.if_else(b.icmp_signed("==", ncols, _i64(NR))) as (full, edge):
                 with full:
                     if self.trans_b:  # 16 rows of B^T, each contiguous in k
@@ -526,6 +665,8 @@ class _Gen:
                         with _Loop(b, _i64(0), ncols, name="j") as j:
                             b.store(b.load(b.gep(srow, [b.mul(j, js)], inbounds=True), align=4),
                                     b.gep(d, [j], inbounds=True), align=4)
+        b.branch(claim)
+        b.position_at_end(out)
         b.ret_void()
 
     def _pack_a(self, b, dst, src, lda, mc, kc):
@@ -539,7 +680,13 @@ class _Gen:
             rows = [b.gep(s0, [b.mul(_i64(i), rs)], inbounds=True) for i in range(MR)]
             with b.if_else(b.icmp_signed("==", nrows, _i64(MR))) as (full, edge):
                 with full:
-                    with _Loop(b, _i64(0), kc, name="ka") as k:
+                    k0 = _i64(0)
+                    if not self.trans_a:  # 8 steps of k at a time: 6 row vectors, transposed
+                        k0 = b.mul(b.sdiv(kc, _i64(VW)), _i64(VW))
+                        with _Loop(b, _i64(0), k0, VW, name="kv") as k:
+                            vs = [_vload(b, rows[i], k, 4) for i in range(MR)]
+                            _vstore48(b, _transpose_6x8(b, vs), b.gep(d0, [b.mul(k, _i64(MR))], inbounds=True))
+                    with _Loop(b, k0, kc, name="ka") as k:
                         d = b.gep(d0, [b.mul(k, _i64(MR))], inbounds=True)
                         kk = b.mul(k, ks)
                         for i in range(MR):
@@ -554,24 +701,25 @@ class _Gen:
                             e = b.gep(s0, [b.add(b.mul(i, rs), b.mul(k, ks))], inbounds=True)
                             b.store(b.load(e, align=4), b.gep(d, [i], inbounds=True), align=4)
 
-    def compute(self, kernel):
+    def compute(self, kernel, kernel8, kernel1):
         """Task claiming `grain` units at a time from the shared counter `next` until all
         `units` are done: 6-row panels of C (by_rows) or 16-column panels of the B block.
         Claiming (rather than a fixed split) keeps both cores busy when one is slowed."""
         f, a = _fn(self.m, self.name + ".compute", (("ctx", I8P), ("begin", I64), ("end", I64)))
         b = ir.IRBuilder(f.append_basic_block("entry"))
-        abuf = b.alloca(ir.ArrayType(F32, MC * KC), name="abuf")
+        abuf = b.alloca(ir.ArrayType(F32, MC * KC + VW), name="abuf")  # + VW: kernel1 reads past
         abuf.align = ALIGN
         ap0 = b.bitcast(abuf, F32P)
         c = self._ctx(b, a["ctx"], ["M", "K", "A", "lda", "C", "ldc", "Bp", "jc", "nc", "pc", "kc",
-                                    "by_rows", "units", "grain"] + self.epi_names)
+                                    "by_rows", "units", "grain", "whole"] + self.epi_names)
         nextp = b.gep(b.bitcast(a["ctx"], self.ctx_t.as_pointer()),
                       [ir.Constant(I32, 0), ir.Constant(I32, self.fields.index("next"))], inbounds=True)
         by_rows = b.icmp_signed("!=", c["by_rows"], _i64(0))
         npan = _ceil_div(b, c["nc"], NR)
-        kc = c["kc"]
-        first = b.icmp_signed("==", c["pc"], _i64(0))
-        last = b.icmp_signed(">=", b.add(c["pc"], kc), c["K"])
+        whole = b.icmp_signed("!=", c["whole"], _i64(0))
+        # the K blocks this task runs: all of them (whole), else the driver's current one
+        pc_start = b.select(whole, _i64(0), c["pc"])
+        pc_stop = b.select(whole, c["K"], b.add(c["pc"], _i64(1)))
         epi = [c[n] for n in self.epi_names]
         claim = b.append_basic_block("claim")
         work = b.append_basic_block("work")
@@ -586,22 +734,45 @@ class _Gen:
         r1 = b.select(by_rows, _min(b, b.mul(stop, _i64(MR)), c["M"]), c["M"])
         p0 = b.select(by_rows, _i64(0), start)
         p1 = b.select(by_rows, npan, stop)
-        with _Loop(b, r0, r1, MC, name="ic") as ic:
+        ic_loop = _Loop(b, r0, r1, MC, name="ic")
+        ic = ic_loop.__enter__()
+        with _Loop(b, pc_start, pc_stop, KC, name="pcb") as pc:
+            kc = b.select(whole, _min(b, _i64(KC), b.sub(c["K"], pc)), c["kc"])
+            first = b.icmp_signed("==", pc, _i64(0))
+            last = b.icmp_signed(">=", b.add(pc, kc), c["K"])
+            bblock = b.select(whole, b.gep(c["Bp"], [b.mul(pc, b.mul(npan, _i64(NR)))], inbounds=True), c["Bp"])
             mc = _min(b, _i64(MC), b.sub(r1, ic))
             ars, aks = self._a_strides(c["lda"])
-            asrc = b.gep(c["A"], [b.add(b.mul(ic, ars), b.mul(c["pc"], aks))], inbounds=True)
+            asrc = b.gep(c["A"], [b.add(b.mul(ic, ars), b.mul(pc, aks))], inbounds=True)
             self._pack_a(b, ap0, asrc, c["lda"], mc, kc)
             with _Loop(b, p0, p1, name="jp") as jp:
                 jr = b.mul(jp, _i64(NR))
                 nr = _min(b, _i64(NR), b.sub(c["nc"], jr))
-                bpanel = b.gep(c["Bp"], [b.mul(jr, kc)], inbounds=True)
+                bpanel = b.gep(bblock, [b.mul(jr, kc)], inbounds=True)
                 col = b.add(c["jc"], jr)
                 with _Loop(b, _i64(0), mc, MR, name="ir") as ir_:
                     mr = _min(b, _i64(MR), b.sub(mc, ir_))
                     row = b.add(ic, ir_)
                     cp = b.gep(c["C"], [b.add(b.mul(row, c["ldc"]), col)], inbounds=True)
                     apanel = b.gep(ap0, [b.mul(ir_, kc)], inbounds=True)
-                    b.call(kernel, [kc, apanel, bpanel, cp, c["ldc"], mr, nr, row, col, first, last] + epi)
+                    kargs = [kc, apanel, bpanel, cp, c["ldc"], mr, nr, row, col, first, last] + epi
+                    with b.if_else(b.icmp_signed(">", nr, _i64(VW))) as (wide, narrow):
+                        with wide:
+                            b.call(kernel, kargs)
+                        with narrow:
+                            with b.if_else(b.icmp_signed("==", nr, _i64(1))) as (one, few):
+                                with one:
+                                    b.call(kernel1, kargs)
+                                with few:
+                                    b.call(kernel8, kargs)
+        if isinstance(self.epi, BlockEpilogue):  # the block is final: its epilogue, while hot
+            done_k = b.or_(whole, b.icmp_signed(">=", b.add(c["pc"], c["kc"]), c["K"]))
+            has_fn = b.icmp_unsigned("!=", b.ptrtoint(c["tile_fn"], I64), _i64(0))
+            with b.if_then(b.and_(done_k, has_fn)):
+                col0 = b.add(c["jc"], b.mul(p0, _i64(NR)))
+                col1 = b.add(c["jc"], _min(b, b.mul(p1, _i64(NR)), c["nc"]))
+                b.call(c["tile_fn"], [c["tile_ctx"], ic, b.add(ic, _min(b, _i64(MC), b.sub(r1, ic))), col0, col1])
+        ic_loop.__exit__(None, None, None)
         b.branch(claim)
         b.position_at_end(out)
         b.ret_void()
@@ -737,6 +908,10 @@ class _Gen:
             sw.add_case(_i64(m), blk)
             b.position_at_end(blk)
             b.call(kernels[m - 1], args)
+            if isinstance(self.epi, BlockEpilogue):
+                has_fn = b.icmp_unsigned("!=", b.ptrtoint(c["tile_fn"], I64), _i64(0))
+                with b.if_then(has_fn):
+                    b.call(c["tile_fn"], [c["tile_ctx"], _i64(0), c["M"], j0, j1])
             b.branch(claim)
         b.position_at_end(out)
         b.ret_void()
@@ -795,29 +970,56 @@ class _Gen:
         mpan = _ceil_div(b, M, MR)
         # Split rows across threads when there are enough 6-row panels for an even split,
         # else split the 16-column panels (each thread then packs all of the few rows of A).
+        # A that fits one MC block is also split by columns when there are many of them
+        # (a 3x3 convolution's 64 x 3136 output): every claim then packs the small A once
+        # and runs each B micro-panel over all the rows while it is in L1, instead of
+        # fetching it again for every claim of a few rows.
         npan_all = _ceil_div(b, _min(b, N, _i64(NC)), NR)
         by_rows = b.or_(b.icmp_signed(">=", mpan, claims), b.icmp_signed(">=", mpan, npan_all))
+        wide = b.and_(b.icmp_signed("<=", M, _i64(MC)), b.icmp_signed(">=", npan_all, b.mul(claims, _i64(4))))
+        by_rows = b.and_(by_rows, b.not_(wide))
         put("by_rows", b.zext(by_rows, I64))
         # the packed-B buffer: claim the module's cached one, or allocate our own
         kcmax = _min(b, b.select(b.icmp_signed(">", K, _i64(0)), K, _i64(1)), _i64(KC))
         ncmax = b.mul(_ceil_div(b, _min(b, N, _i64(NC)), NR), _i64(NR))
-        nbytes = b.mul(b.mul(kcmax, ncmax), _i64(4))
-        old = b.atomic_rmw("xchg", self.busy, ir.Constant(I32, 1), "acquire")
-        own = b.icmp_signed("==", old, ir.Constant(I32, 0))
-        with b.if_else(own) as (mine, other):
-            with mine:
-                with b.if_then(b.icmp_signed("<", b.load(self.bcap), nbytes)):
-                    b.call(self.free, [b.load(self.bbuf)])
-                    b.store(b.call(self.aligned_alloc, [_i64(ALIGN), nbytes]), self.bbuf)
-                    b.store(nbytes, self.bcap)
-                cached = b.load(self.bbuf)
-                blk_mine = b.block
-            with other:
-                fresh = b.call(self.aligned_alloc, [_i64(ALIGN), nbytes])
-                blk_other = b.block
+        # whole mode: all of B packed at once, then one parallel pass over C with the K
+        # blocks inside it: two fork-joins per product instead of two per K block
+        whole_bytes = b.mul(b.mul(K, ncmax), _i64(4))
+        whole = b.and_(b.and_(b.icmp_signed("<=", N, _i64(NC)), b.icmp_signed(">", K, _i64(0))),
+                       b.icmp_signed("<=", whole_bytes, _i64(WHOLE_B_BYTES)))
+        put("whole", b.zext(whole, I64))
+        nbytes = b.select(whole, whole_bytes, b.mul(b.mul(kcmax, ncmax), _i64(4)))
+        # the first free one of the module's B_BUFFERS cached buffers (gemms running at
+        # once on several threads: a batch's images in parallel), else a fresh one
+        have = b.append_basic_block("bbuf.have")
+        incoming = []
+        for k in range(B_BUFFERS):
+            got = b.append_basic_block(f"bbuf.got{k}")
+            nxt = b.append_basic_block(f"bbuf.try{k + 1}")
+            busy_k = b.gep(self.busy, [_i64(0), _i64(k)], inbounds=True)
+            won = b.extract_value(b.cmpxchg(busy_k, ir.Constant(I32, 0), ir.Constant(I32, 1),
+                                            "acquire", "monotonic"), 1)
+            b.cbranch(won, got, nxt)
+            b.position_at_end(got)
+            bufp = b.gep(self.bbuf, [_i64(0), _i64(k)], inbounds=True)
+            capp = b.gep(self.bcap, [_i64(0), _i64(k)], inbounds=True)
+            with b.if_then(b.icmp_signed("<", b.load(capp), nbytes)):
+                b.call(self.free, [b.load(bufp)])
+                b.store(b.call(self.aligned_alloc, [_i64(ALIGN), nbytes]), bufp)
+                b.store(nbytes, capp)
+            incoming.append((b.load(bufp), _i64(k), b.block))
+            b.branch(have)
+            b.position_at_end(nxt)
+        fresh = b.call(self.aligned_alloc, [_i64(ALIGN), nbytes])
+        incoming.append((fresh, _i64(-1), b.block))
+        b.branch(have)
+        b.position_at_end(have)
         buf = b.phi(I8P)
-        buf.add_incoming(cached, blk_mine)
-        buf.add_incoming(fresh, blk_other)
+        slot = b.phi(I64)
+        for v, k, blk in incoming:
+            buf.add_incoming(v, blk)
+            slot.add_incoming(k, blk)
+        own = b.icmp_signed(">=", slot, _i64(0))
         put("Bp", b.bitcast(buf, F32P))
         with _Loop(b, _i64(0), N, NC, name="jc") as jc:
             nc = _min(b, _i64(NC), b.sub(N, jc))
@@ -828,30 +1030,47 @@ class _Gen:
             put("units", units)
             # a row claim is at most one MC block
             grain = grain_for(units)
-            put("grain", b.select(by_rows, _min(b, grain, _i64(MC // MR)), grain))
-            # do { ... } while (pc < K): K = 0 still runs one block, writing epilogue(0)
-            pre = b.block
-            body = b.append_basic_block("pc.body")
-            done = b.append_basic_block("pc.done")
-            b.branch(body)
-            b.position_at_end(body)
-            pc = b.phi(I64, name="pc")
-            pc.add_incoming(_i64(0), pre)
-            kc = _min(b, _i64(KC), b.sub(K, pc))
-            kc = b.select(b.icmp_signed("<", kc, _i64(0)), _i64(0), kc)
-            put("pc", pc)
-            put("kc", kc)
-            with b.if_then(b.icmp_signed(">", kc, _i64(0))):
-                self._run(b, pack_b, raw, npan, par)
-            put("next", _i64(0))
-            self._run(b, compute, raw, nt, par)
-            nxt = b.add(pc, _i64(KC))
-            pc.add_incoming(nxt, b.block)
-            b.cbranch(b.icmp_signed("<", nxt, K), body, done)
-            b.position_at_end(done)
+            row_grain = _min(b, grain, _i64(MC // MR))
+            if isinstance(self.epi, BlockEpilogue):
+                # the callback should find its block in L2: at most EPI_BLOCK_BYTES of C rows
+                cap = b.sdiv(_i64(EPI_BLOCK_BYTES // (4 * MR)), nc)
+                cap = b.select(b.icmp_signed("<", cap, _i64(1)), _i64(1), cap)
+                has_fn = b.icmp_unsigned("!=", b.ptrtoint(a["tile_fn"], I64), _i64(0))
+                row_grain = b.select(has_fn, _min(b, row_grain, cap), row_grain)
+            put("grain", b.select(by_rows, row_grain, grain))
+            with b.if_else(whole) as (all_k, per_block):
+                with all_k:
+                    put("pc", _i64(0))
+                    put("kc", kcmax)
+                    put("next", _i64(0))
+                    self._run(b, pack_b, raw, b.mul(_ceil_div(b, K, KC), npan), par)
+                    put("next", _i64(0))
+                    self._run(b, compute, raw, nt, par)
+                with per_block:
+                    # do { ... } while (pc < K): K = 0 still runs one block, writing epilogue(0)
+                    pre = b.block
+                    body = b.append_basic_block("pc.body")
+                    done = b.append_basic_block("pc.done")
+                    b.branch(body)
+                    b.position_at_end(body)
+                    pc = b.phi(I64, name="pc")
+                    pc.add_incoming(_i64(0), pre)
+                    kc = _min(b, _i64(KC), b.sub(K, pc))
+                    kc = b.select(b.icmp_signed("<", kc, _i64(0)), _i64(0), kc)
+                    put("pc", pc)
+                    put("kc", kc)
+                    with b.if_then(b.icmp_signed(">", kc, _i64(0))):
+                        put("next", _i64(0))
+                        self._run(b, pack_b, raw, npan, par)
+                    put("next", _i64(0))
+                    self._run(b, compute, raw, nt, par)
+                    nxt = b.add(pc, _i64(KC))
+                    pc.add_incoming(nxt, b.block)
+                    b.cbranch(b.icmp_signed("<", nxt, K), body, done)
+                    b.position_at_end(done)
         with b.if_else(own) as (mine, other):
             with mine:
-                b.store_atomic(ir.Constant(I32, 0), self.busy, "release", 4)
+                b.store_atomic(ir.Constant(I32, 0), b.gep(self.busy, [_i64(0), slot], inbounds=True), "release", 4)
             with other:
                 b.call(self.free, [buf])
         b.ret_void()
@@ -900,13 +1119,15 @@ class _Gen:
             g.initializer = ir.Constant(typ, init)
             return g
 
-        self.bbuf = glob("bbuf", I8P, None)
-        self.bcap = glob("bcap", I64, 0)
-        self.busy = glob("busy", I32, 0)
+        self.bbuf = glob("bbuf", ir.ArrayType(I8P, B_BUFFERS), [None] * B_BUFFERS)
+        self.bcap = glob("bcap", ir.ArrayType(I64, B_BUFFERS), [0] * B_BUFFERS)
+        self.busy = glob("busy", ir.ArrayType(I32, B_BUFFERS), [0] * B_BUFFERS)
         kernel = self.kernel()
+        kernel8 = self.kernel(nv=1)
+        kernel1 = self.kernel1()
         self.pack_b()
         pack_b = self.m.get_global(self.name + ".pack_b")
-        self.compute(kernel)
+        self.compute(kernel, kernel8, kernel1)
         compute = self.m.get_global(self.name + ".compute")
         self.epi_rows = None if self.epi._emit is None or self.trans_b else self.epilogue_rows()
         direct = None if self.trans_b else self.rows_task([self.row_kernel(m) for m in range(1, DIRECT_M + 1)])
