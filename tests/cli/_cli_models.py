@@ -1,6 +1,10 @@
 """Tiny models for the command line tests (a real ResNet compiles for seconds); every
-one takes TINY_INPUT (tiny_pair: 2x3 and 2x4 with --num-classes 4)."""
+one takes TINY_INPUT (tiny_pair: 2x3 and 2x4 with --num-classes 4); and the two helpers the
+command tests share: `cli` runs a command in process, `one_line_error` checks its stderr."""
+import re
+
 import lucid
+from lucid.cli import main
 from lucid import nn
 
 
@@ -30,3 +34,20 @@ def undocumented(**kwargs):
 
 
 TINY_INPUT = "1x3x8x8"
+
+
+# ---- running commands ----
+
+def cli(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def one_line_error(err):
+    """The error line of stderr: exactly one, the last; any lines before it are the
+    progress display's (plain lines, as stderr is no terminal here)."""
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines and lines[-1].startswith("lucid"), err
+    assert all(re.match(r"(compile|dump|bench) \w+: ", line) for line in lines[:-1]), err
+    return lines[-1]

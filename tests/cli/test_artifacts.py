@@ -1,7 +1,6 @@
 """`lucid compile` and `lucid run`: export a registered model, run the artifact in this
 process and in a fresh one (`python -m lucid`), and every refusal as one line."""
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -13,24 +12,9 @@ import lucid
 from lucid.cli import main
 from lucid.models.registry import isolated_registry, register_model
 
-from _cli_models import tiny_cnn, tiny_pair
+from _cli_models import cli, one_line_error, tiny_cnn, tiny_pair
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def cli(capsys, *argv):
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def one_line_error(err):
-    """The error line of stderr: exactly one, the last; any lines before it are the
-    progress display's (plain lines, as stderr is no terminal here)."""
-    lines = err.strip().splitlines()
-    assert "Traceback" not in err and lines and lines[-1].startswith("lucid"), err
-    assert all(re.match(r"(compile|dump|bench) \w+: ", line) for line in lines[:-1]), err
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")

@@ -1,28 +1,11 @@
 """`lucid models | dump | bench` and the error handling every command shares, in process."""
 import os
-import re
 
 import pytest
 
 import lucid
-from lucid.cli import main
 
-from _cli_models import TINY_INPUT
-
-
-def cli(capsys, *argv):
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def one_line_error(err):
-    """The error line of stderr: exactly one, the last; any lines before it are the
-    progress display's (plain lines, as stderr is no terminal here)."""
-    lines = err.strip().splitlines()
-    assert "Traceback" not in err and lines and lines[-1].startswith("lucid"), err
-    assert all(re.match(r"(compile|dump|bench) \w+: ", line) for line in lines[:-1]), err
-    return lines[-1]
+from _cli_models import TINY_INPUT, cli, one_line_error
 
 
 def test_help_and_version(capsys):

@@ -6,19 +6,10 @@ import numpy as np
 import pytest
 
 import lucid
-from lucid.codegen import runtime
 from lucid.codegen.lowering_sort import SMALL
 from lucid.codegen.program import NativeProgram
 from lucid.ir.passes import PassManager, pipeline
 from lucid.ops.registry import OPS
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = runtime.get_num_threads()
-    runtime.set_num_threads(request.param)
-    yield request.param
-    runtime.set_num_threads(before)
 
 
 def _native(a, axis, descending):

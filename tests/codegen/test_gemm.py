@@ -4,18 +4,10 @@ import threading
 import numpy as np
 import pytest
 
-from lucid.codegen import gemm, runtime
+from lucid.codegen import gemm
 from lucid.codegen.llvm import asm
 
 EPS32 = np.finfo(np.float32).eps
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = runtime.get_num_threads()
-    runtime.set_num_threads(request.param)
-    yield request.param
-    runtime.set_num_threads(before)
 
 
 def _close(got, a, b, extra=None):

@@ -6,17 +6,9 @@ import threading
 import numpy as np
 import pytest
 
-from lucid.codegen import gemm, runtime
+from lucid.codegen import gemm
 
 TILE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = runtime.get_num_threads()
-    runtime.set_num_threads(request.param)
-    yield request.param
-    runtime.set_num_threads(before)
 
 
 SHAPES = [  # (M, N, K): the paths of the driver
