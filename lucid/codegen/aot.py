@@ -270,7 +270,7 @@ def build_library(graph, folder, name, key, progress=None):
     from ..ir.passes.memory import memory_plan
     from . import anchors, llvm
     from . import checks
-    from .program import emit_module, kernels_of, output_slots
+    from .program import UNROLL_LOOPS, emit_module, kernels_of, output_slots
     from .runtime import runtime_ir
 
     def step(stage, fraction):
@@ -302,7 +302,7 @@ def build_library(graph, folder, name, key, progress=None):
         shared.add(anchors.SGEMM)
         linked = llvm.link_ir([program_text, wrapper, runtime_ir(triple)], set(symbols.values()),
                               f"lucid_{name}", hidden=shared)
-        objects = [_cached(linked, "shared library", lambda: llvm.shared_object_code(linked, f"lucid_{name}"))]
+        objects = [_cached(linked, "shared library", lambda: llvm.shared_object_code(linked, f"lucid_{name}", unroll=UNROLL_LOOPS))]
         if uses_gemm:
             gemm = llvm.link_ir([shared_gemm_ir()], {anchors.SGEMM}, "lucid_gemm", hidden=shared)
             objects.append(_cached(gemm, "shared library", lambda: llvm.shared_object_code(gemm, "lucid_gemm")))
@@ -325,7 +325,7 @@ def build_library(graph, folder, name, key, progress=None):
     wrapper = wrapper_ir(symbols, entry_name, graph, layout, sources, plan.arena_size, scratch_bytes, False)
     step("optimising and compiling (LLVM)", 0.5)
     linked = llvm.link_ir(texts + [wrapper], set(symbols.values()), f"lucid_{name}")
-    obj = _cached(linked, "jit object", lambda: llvm.object_code(linked, f"lucid_{name}"))
+    obj = _cached(linked, "jit object", lambda: llvm.object_code(linked, f"lucid_{name}", unroll=UNROLL_LOOPS))
     tmp = os.path.join(folder, ".model.o.tmp")
     with open(tmp, "wb") as f:
         f.write(obj)

@@ -54,7 +54,18 @@ def _fit(ed, new, node):
 
 
 def rewrite_pass(name, rules, max_depth=4):
-    """A pass applying `rules` everywhere (each replacement is itself tried again)."""
+    """A pass applying `rules` everywhere (each replacement is itself tried again).
+
+    Rules are indexed by the op at their pattern's root, so a node is matched only against
+    the rules that can apply to it (in their list order), not the whole list."""
+    roots = [(_root_op(rule.pattern), rule) for rule in rules]
+    by_op = {}
+
+    def candidates(op):
+        hit = by_op.get(op)
+        if hit is None:
+            hit = by_op[op] = [rule for root, rule in roots if root is None or root == op]
+        return hit
 
     def run(graph):
         ed = GraphEditor(graph)
@@ -76,7 +87,10 @@ def rewrite_pass(name, rules, max_depth=4):
             origin[current] = node
             ed.loc = node.loc  # what replaces a node keeps its user line for error messages
             for _ in range(max_depth):
-                replaced = _apply_first(ed, rules, current, matcher, ctx)
+                tried = candidates(current.op)
+                if not tried:
+                    break
+                replaced = _apply_first(ed, tried, current, matcher, ctx)
                 if replaced is None or replaced is current:
                     break
                 current = replaced
@@ -84,6 +98,13 @@ def rewrite_pass(name, rules, max_depth=4):
         return ed.finish([env[o] for o in graph.outputs])
 
     return Pass(name, run, doc=f"rewrite rules: {', '.join(r.name for r in rules)}")
+
+
+def _root_op(pattern):
+    """The op a pattern's root must have (None: a variable, which matches any node)."""
+    while isinstance(pattern, As):
+        pattern = pattern.pattern
+    return pattern[0] if isinstance(pattern, tuple) else None
 
 
 def _apply_first(ed, rules, node, matcher, ctx):
