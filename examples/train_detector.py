@@ -69,9 +69,9 @@ class Progress:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--image-size", type=int, default=64, help="detection image side (a multiple of 32)")
-    p.add_argument("--steps", type=int, default=300, help="detection training steps")
+    p.add_argument("--steps", type=int, default=400, help="detection training steps")
     p.add_argument("--batch", type=int, default=2, help="detection images per step")
-    p.add_argument("--lr", type=float, default=0.01, help="detection learning rate (heads; backbone: lr/10)")
+    p.add_argument("--lr", type=float, default=0.003, help="detection learning rate (heads; backbone: lr/10)")
     p.add_argument("--pretrain-steps", type=int, default=150, help="classifier pretraining steps (0: skip)")
     p.add_argument("--pretrain-size", type=int, default=32, help="classifier image side")
     p.add_argument("--pretrain-batch", type=int, default=16, help="classifier images per step")
@@ -95,7 +95,7 @@ def parse_args(argv=None):
         given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
         quick = dict(image_size=64, steps=5, batch=1, pretrain_steps=2, pretrain_size=32, pretrain_batch=2,
                      eval_images=2, proposals=16, pre_nms_top_n=32, rpn_batch=64, roi_batch=16, hidden_dim=64,
-                     backend="interpreter")
+                     backend="interpreter", lr=0.01)
         for k, v in quick.items():
             if "--" + k.replace("_", "-") not in given:
                 setattr(args, k, v)
