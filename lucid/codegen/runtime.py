@@ -4,11 +4,18 @@ Kernels declare and call
 
     declare void @lucid_parallel_for(ptr %fn, ptr %ctx, i64 %n)   ; fn: void (ptr, i64, i64)
 
-which runs fn(ctx, begin, end) over contiguous chunks covering [0, n) -- as many chunks
-as threads (at most n), equal to within one element -- and returns when all are done.
-The caller thread takes part; chunks are claimed from an atomic counter, so a caller whose
-workers are still waking up simply runs more of them itself. The pool is native so that
-the graph's entry function never returns to Python between kernels.
+which runs fn(ctx, begin, end) over disjoint contiguous chunks covering [0, n) -- up to
+CHUNKS_PER_THREAD chunks per thread (at most n: n counts rows or blocks, never split),
+equal to within one unit -- and returns when all are done. The caller thread takes part;
+chunks are claimed one at a time from an atomic counter, so a thread the OS preempts (a
+shared machine) holds the others up by one small chunk, not by a whole 1/threads share,
+and a caller whose workers are still waking up simply runs more of them itself. Which
+thread runs which chunk is NOT fixed: a task must not use the chunk as a thread id (tasks
+that need per-thread scratch claim a slot with their own atomic counter, as anchors.py's
+image task and the gemm's packed-B buffers do). Chunk boundaries depend only on n and
+the number of threads taking part, so results are as deterministic as before.
+The pool is native so that the graph's entry function never returns to Python between
+kernels.
 
 Design (why it cannot deadlock):
 * Workers are created once, lazily, when a job wants more threads than exist; they are
@@ -37,6 +44,11 @@ import os
 from ..errors import LucidError
 
 MAX_THREADS = 1024
+# chunks per thread: enough that a preempted thread delays a call by ~1/(8 * threads) of
+# its work, few enough that the claim (one contended atomic add per chunk) stays noise
+# next to a chunk of any kernel big enough to go parallel (chunk count capped at n, the
+# kernel's rows or blocks, so a chunk is never less than one unit)
+CHUNKS_PER_THREAD = 8
 SPIN_CYCLES = 1 << 18  # ~80 us at 3 GHz: covers the gap between consecutive kernels
 
 _fns = {}  # native entry points of the loaded runtime, bound by llvm.py
@@ -306,10 +318,13 @@ setup:
   %fewer = icmp slt i32 %avail, %nt
   %t32 = select i1 %fewer, i32 %avail, i32 %nt
   %t = zext i32 %t32 to i64
-  %nlt = icmp ult i64 %n, %t
-  %c = select i1 %nlt, i64 %n, i64 %t
+  %tc = mul i64 %t, {CHUNKS_PER_THREAD}
+  %nlt = icmp ult i64 %n, %tc
+  %c = select i1 %nlt, i64 %n, i64 %tc
+  %alone = icmp ule i64 %t, 1
   %one = icmp ule i64 %c, 1
-  br i1 %one, label %unclaim, label %publish
+  %solo = or i1 %alone, %one
+  br i1 %solo, label %unclaim, label %publish
 unclaim:
   store atomic i32 0, ptr @busy release, align 4
   br label %serial

@@ -166,6 +166,62 @@ define void @heavy(ptr %out, i64 %n, i64 %iters) {
 }
 """
 
+# record(ranges: i64*, calls: i64*, n, cap): every chunk appends (begin, end, pthread_self)
+# to ranges (while fewer than cap were recorded) through lucid_parallel_for
+RECORD_IR = r"""
+declare void @lucid_parallel_for(ptr, ptr, i64)
+declare i64 @pthread_self()
+
+define internal void @rec(ptr %ctx, i64 %b, i64 %e) {
+entry:
+  %ranges = load ptr, ptr %ctx
+  %callsp = getelementptr { ptr, ptr, i64 }, ptr %ctx, i32 0, i32 1
+  %calls = load ptr, ptr %callsp
+  %capp = getelementptr { ptr, ptr, i64 }, ptr %ctx, i32 0, i32 2
+  %cap = load i64, ptr %capp
+  %k = atomicrmw add ptr %calls, i64 1 seq_cst
+  %room = icmp ult i64 %k, %cap
+  br i1 %room, label %put, label %exit
+put:
+  %tid = call i64 @pthread_self()
+  %i0 = mul i64 %k, 3
+  %p0 = getelementptr i64, ptr %ranges, i64 %i0
+  store i64 %b, ptr %p0
+  %p1 = getelementptr i64, ptr %p0, i64 1
+  store i64 %e, ptr %p1
+  %p2 = getelementptr i64, ptr %p0, i64 2
+  store i64 %tid, ptr %p2
+  br label %exit
+exit:
+  ret void
+}
+
+define void @record(ptr %ranges, ptr %calls, i64 %n, i64 %cap) {
+  %ctx = alloca { ptr, ptr, i64 }
+  store ptr %ranges, ptr %ctx
+  %p1 = getelementptr { ptr, ptr, i64 }, ptr %ctx, i32 0, i32 1
+  store ptr %calls, ptr %p1
+  %p2 = getelementptr { ptr, ptr, i64 }, ptr %ctx, i32 0, i32 2
+  store i64 %cap, ptr %p2
+  call void @lucid_parallel_for(ptr @rec, ptr %ctx, i64 %n)
+  ret void
+}
+"""
+
+
+def expected_chunks(threads, n):
+    """How many chunks one uncontended lucid_parallel_for(fn, ctx, n) runs: none for an
+    empty range, one (the caller's whole range) with one thread or one unit, else up to
+    CHUNKS_PER_THREAD per thread but never more than the n units."""
+    from lucid.codegen.runtime import CHUNKS_PER_THREAD
+
+    if n <= 0:
+        return 0
+    if threads == 1 or n == 1:
+        return 1
+    return min(n, threads * CHUNKS_PER_THREAD)
+
+
 SAXPY_IR = r"""
 declare float @llvm.fmuladd.f32(float, float, float)
 
@@ -311,7 +367,7 @@ def test_object_code_round_trip_in_a_fresh_process(tmp_path):
         assert (out == 3 * np.arange(n) + 1).all() and (cnt == 1).all(), (out, cnt)
         print("ok", calls[0])
     """)
-    assert out.split() == ["ok", "3"]
+    assert out.split() == ["ok", str(expected_chunks(3, 1001))]
     with pytest.raises(CompileError, match="not a little-endian ELF64"):
         load_object(b"definitely not an object", "junk")
 
@@ -351,10 +407,13 @@ def test_num_threads_from_environment():
 
 def test_parallel_for_covers_every_index_once_under_stress():
     """n in {0, 1, 3, 1000, 1e6} x threads {1, 2, 3, 8} x 200 calls, checked each call
-    (the 1e6 arrays are checked on every 10th call and by their totals)."""
+    (the 1e6 arrays are checked on every 10th call and by their totals), and the number
+    of chunks each call ran."""
+    want = {(t, n): expected_chunks(t, n) for t in (1, 2, 3, 8) for n in (0, 1, 3, 1000, 10**6)}
     out = run_py(f"""
         import ctypes, numpy as np
         from lucid.codegen import jit, set_num_threads
+        chunks = {want!r}
         fill = jit({FILL_IR!r}, "fill").cfunc("fill", None, ctypes.c_void_p, ctypes.c_void_p,
                                               ctypes.c_void_p, ctypes.c_int64)
         for threads in (1, 2, 3, 8):
@@ -369,7 +428,52 @@ def test_parallel_for_covers_every_index_once_under_stress():
                     if n < 10**6 or rep % 10 == 0:
                         assert (cnt[:n] == rep).all(), (threads, n, rep)
                         assert (out[:n] == want).all(), (threads, n, rep)
-                assert calls[0] == 200 * min(threads, n), (threads, n, calls[0])
+                assert calls[0] == 200 * chunks[threads, n], (threads, n, calls[0])
+        print("ok")
+    """, timeout=120)
+    assert out.strip() == "ok"
+
+
+def test_parallel_for_chunks_are_disjoint_bounded_and_shared_with_the_caller():
+    """The contract kernels rely on: the chunks of one call tile [0, n) exactly (disjoint,
+    contiguous, none empty, equal to within one unit), there are at most
+    CHUNKS_PER_THREAD per thread and never more than n, and the caller runs chunks too
+    (all of them with one thread). Which thread runs which chunk is not fixed.
+    (test_parallel_for_covers_every_index_once_under_stress checks the exact count.)"""
+    sizes = (1, 2, 5, 16, 17, 100, 1000, 100003)
+    want = {(t, n): expected_chunks(t, n) for t in (1, 2, 3, 8) for n in sizes}
+    out = run_py(f"""
+        import ctypes, numpy as np
+        from lucid.codegen import jit, set_num_threads
+        from lucid.codegen.runtime import CHUNKS_PER_THREAD
+        record = jit({RECORD_IR!r}, "record").cfunc("record", None, ctypes.c_void_p,
+                                                    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+        libc = ctypes.CDLL(None)
+        libc.pthread_self.restype = ctypes.c_uint64
+        me = libc.pthread_self()
+        chunks, cap = {want!r}, 4096
+        for threads in (1, 2, 3, 8):
+            set_num_threads(threads)
+            mine = 0
+            for n in {sizes!r}:
+                for rep in range(30):
+                    ranges = np.zeros((cap, 3), np.uint64)
+                    calls = np.zeros(1, np.int64)
+                    record(ranges.ctypes.data, calls.ctypes.data, n, cap)
+                    k = int(calls[0])
+                    # exactly chunks[threads, n] unless the system refused a worker thread
+                    assert 1 <= k <= chunks[threads, n] <= min(n, threads * CHUNKS_PER_THREAD), (threads, n, k)
+                    r = ranges[:k][np.argsort(ranges[:k, 0])]
+                    b, e = r[:, 0].astype(np.int64), r[:, 1].astype(np.int64)
+                    assert b[0] == 0 and e[-1] == n and (b[1:] == e[:-1]).all(), (threads, n, r)
+                    size = e - b
+                    assert size.min() >= 1 and size.max() - size.min() <= 1, (threads, n, size)
+                    ran_here = int((r[:, 2] == me).sum())
+                    if threads == 1:
+                        assert ran_here == k, (n, ran_here, k)
+                    mine += ran_here
+            # the caller takes part (in any one call the workers may have claimed every chunk)
+            assert mine > 0, threads
         print("ok")
     """, timeout=120)
     assert out.strip() == "ok"
@@ -440,7 +544,7 @@ def test_interpreter_exit_and_fork_do_not_hang():
             out, cnt, calls = np.zeros(n, np.int64), np.zeros(n, np.int32), np.zeros(1, np.int64)
             for _ in range(20):
                 fill(out.ctypes.data, cnt.ctypes.data, calls.ctypes.data, n)
-            return (cnt == 20).all() and calls[0] == 60
+            return (cnt == 20).all() and calls[0] == 20 * {expected_chunks(3, 5000)}
         assert run()
         pid = os.fork()
         if pid == 0:
