@@ -597,7 +597,17 @@ def _max_pool2d(E, node, idx):
         return b.select(b.and_(iny, inx), E.value(x, (n, c, yy, xx)), ninf)
 
     fname = f"llvm.maximum.{float_suffix(dt)}"
-    return E.reduce([kh, kw], ninf, dt, body, lambda a, v: E.call_intrinsic(fname, U.value_type(dt), a, v))
+
+    def combine(a, v):
+        return E.call_intrinsic(fname, U.value_type(dt), a, v)
+
+    if kh * kw <= 16:  # small static window: straight-line code, which vectorises
+        acc = ninf
+        for ky in range(kh):
+            for kx in range(kw):
+                acc = combine(acc, body((U.i64(ky), U.i64(kx))))
+        return acc
+    return E.reduce([kh, kw], ninf, dt, body, combine)
 
 
 def _windows_over(E, pos, k, s, d, p, out_len):
@@ -609,41 +619,69 @@ def _windows_over(E, pos, k, s, d, p, out_len):
     return b.and_(ok, E.in_range(q, out_len)), E.clamp(q, out_len)
 
 
+def _first_max_tap(E, x, n, c, oy, ox, node):
+    """The tap (wy * kw + wx) of window (oy, ox)'s first maximum, scanned in row-major order
+    as the reference does: the first tap (padding reads as -inf) starts, and only a strictly
+    greater value takes over, so a NaN first tap keeps it and NaN elsewhere never wins.
+    Unrolled in Python: the window is small and static, and straight-line selects
+    vectorise where a loop with memory would not."""
+    b, dt = E.b, node.type.dtype
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (node.attrs["kernel"], node.attrs["stride"],
+                                              node.attrs["padding"], node.attrs["dilation"])
+    H, W = x.type.shape[2:]
+    best, first = None, U.i64(0)
+    for wy in range(kh):
+        iny, yy = _spatial(E, oy, U.i64(wy), sh, dh, ph, H)
+        for wx in range(kw):
+            inx, xx = _spatial(E, ox, U.i64(wx), sw, dw, pw, W)
+            v = b.select(b.and_(iny, inx), E.value(x, (n, c, yy, xx)), U.const(dt, -math.inf))
+            if best is None:
+                best = v
+                continue
+            better = b.fcmp_ordered(">", v, best)
+            best = b.select(better, v, best)
+            first = b.select(better, U.i64(wy * kw + wx), first)
+    return first
+
+
+def _own_window(E, pos, k, s, d, p, out_len):
+    """Non-overlapping windows (extent <= stride): (ok, window, tap) of the one window
+    input position `pos` can belong to."""
+    b = E.b
+    t = b.add(pos, U.i64(p))
+    q = b.sdiv(t, U.i64(s))
+    r = b.sub(t, b.mul(q, U.i64(s)))
+    tap = b.sdiv(r, U.i64(d))
+    ok = b.and_(b.icmp_signed("==", b.srem(r, U.i64(d)), U.i64(0)), b.icmp_signed("<", tap, U.i64(k)))
+    return b.and_(ok, E.in_range(q, out_len)), E.clamp(q, out_len), tap
+
+
 @elemental("max_pool2d_grad")
 def _max_pool2d_grad(E, node, idx):
+    """Each input element collects the gradient of every window whose first maximum it is.
+    When windows do not overlap (the usual 2x2 / stride 2) that is at most one window,
+    found by division; otherwise every tap's window is visited."""
     x, gy = node.inputs
     b, dt = E.b, node.type.dtype
     n, c, iy, ix = idx
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (node.attrs["kernel"], node.attrs["stride"],
                                               node.attrs["padding"], node.attrs["dilation"])
-    H, W = x.type.shape[2:]
     HO, WO = gy.type.shape[2:]
-    ninf = U.const(dt, -math.inf)
+    zero = U.const(dt, 0)
+    if (kh - 1) * dh + 1 <= sh and (kw - 1) * dw + 1 <= sw:
+        oky, oy, ty = _own_window(E, iy, kh, sh, dh, ph, HO)
+        okx, ox, tx = _own_window(E, ix, kw, sw, dw, pw, WO)
+        mine = b.icmp_signed("==", _first_max_tap(E, x, n, c, oy, ox, node), b.add(b.mul(ty, U.i64(kw)), tx))
+        return b.select(b.and_(b.and_(oky, okx), mine), E.value(gy, (n, c, oy, ox)), zero)
 
     def body(r):
         ky, kx = r
         oky, oy = _windows_over(E, iy, ky, sh, dh, ph, HO)
         okx, ox = _windows_over(E, ix, kx, sw, dw, pw, WO)
-        # Is (iy, ix) the first maximum of window (oy, ox)? Scan the window in row-major order.
-        best = U.entry_alloca(b, U.value_type(dt), "best")
-        first = U.entry_alloca(b, U.I64, "first")
-        b.store(ninf, best)
-        b.store(U.i64(-1), first)
-        with U.loop(b, U.i64(kh), name="wy") as wy:
-            with U.loop(b, U.i64(kw), name="wx") as wx:
-                with E.scoped():
-                    iny, yy = _spatial(E, oy, wy, sh, dh, ph, H)
-                    inx, xx = _spatial(E, ox, wx, sw, dw, pw, W)
-                    v = b.select(b.and_(iny, inx), E.value(x, (n, c, yy, xx)), ninf)
-                    better = b.fcmp_ordered(">", v, b.load(best))
-                    tap = b.add(b.mul(wy, U.i64(kw)), wx)
-                    b.store(b.select(better, v, b.load(best)), best)
-                    b.store(b.select(better, tap, b.load(first)), first)
-        mine = b.icmp_signed("==", b.load(first), b.add(b.mul(ky, U.i64(kw)), kx))
-        ok = b.and_(b.and_(oky, okx), mine)
-        return b.select(ok, E.value(gy, (n, c, oy, ox)), U.const(dt, 0))
+        mine = b.icmp_signed("==", _first_max_tap(E, x, n, c, oy, ox, node), b.add(b.mul(ky, U.i64(kw)), kx))
+        return b.select(b.and_(b.and_(oky, okx), mine), E.value(gy, (n, c, oy, ox)), zero)
 
-    return E.reduce([kh, kw], U.const(dt, 0), dt, body, _mac(E, dt))
+    return E.reduce([kh, kw], zero, dt, body, _mac(E, dt))
 
 
 def _avg_divisor(E, oy, ox, node, in_hw, dt):
