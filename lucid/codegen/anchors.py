@@ -49,21 +49,24 @@ FLAT_BELOW = 16  # conv outputs narrower than this run their tile epilogue over 
 _gemm_loaded = []
 
 
+def gemm_module_ir():
+    """The IR of the shared gemm module that kernels call by name (`lucid_sgemm`): loaded
+    into the JIT by `ensure_gemm`, linked into AOT libraries by lucid.codegen.aot."""
+    from .gemm import BLOCK, gemm_ir
+
+    return gemm_ir(SGEMM, BLOCK)
+
+
 def ensure_gemm():
-    """Load the shared gemm into the engine once per process (kernels call it by name),
-    from the disk cache when it is there."""
+    """Load the shared gemm into the engine once per process, from the disk cache when it
+    is there."""
     if _gemm_loaded:
         return
     from . import cache
-    from .gemm import BLOCK, gemm_ir
-    from .llvm import jit, load_object
+    from .llvm import load_object, object_code
 
-    key = cache.program_key(f"shared gemm {SGEMM}")
-    data = cache.load(key)
-    if data is not None:
-        load_object(data, "lucid-sgemm")
-    else:
-        cache.store(key, jit(gemm_ir(SGEMM, BLOCK), "lucid-sgemm").object)
+    text = gemm_module_ir()
+    load_object(cache.cached(f"shared gemm {SGEMM}\n{text}", lambda: object_code(text, "lucid-sgemm")), "lucid-sgemm")
     _gemm_loaded.append(True)
 
 

@@ -241,27 +241,12 @@ def link_shared(obj_paths, so_path):
     return None
 
 
-def shared_gemm_ir():
-    """The IR of the shared gemm the kernels call (`lucid_sgemm`): the module that
-    lucid.codegen.anchors.ensure_gemm puts into the JIT, built the same way -- keep the two
-    in step (the AOT tests compare exported models with eager ones)."""
-    from .anchors import SGEMM
-    from .gemm import BLOCK, gemm_ir
-
-    return gemm_ir(SGEMM, BLOCK)
-
-
 def _cached(linked_text, kind, compile_it):
-    """Object code for `linked_text` from the disk cache of lucid.codegen.cache, else
-    compiled and stored (exporting the same model again costs no LLVM time)."""
+    """Object code for `linked_text` from the disk cache (exporting the same model again
+    costs no LLVM time)."""
     from . import cache
 
-    key = cache.program_key(f"aot {kind}\n{linked_text}")
-    data = cache.load(key)
-    if data is None:
-        data = compile_it()
-        cache.store(key, data)
-    return data
+    return cache.cached(f"aot {kind}\n{linked_text}", compile_it)
 
 
 def build_library(graph, folder, name, key, progress=None):
@@ -304,7 +289,7 @@ def build_library(graph, folder, name, key, progress=None):
                               f"lucid_{name}", hidden=shared)
         objects = [_cached(linked, "shared library", lambda: llvm.shared_object_code(linked, f"lucid_{name}", unroll=UNROLL_LOOPS))]
         if uses_gemm:
-            gemm = llvm.link_ir([shared_gemm_ir()], {anchors.SGEMM}, "lucid_gemm", hidden=shared)
+            gemm = llvm.link_ir([anchors.gemm_module_ir()], {anchors.SGEMM}, "lucid_gemm", hidden=shared)
             objects.append(_cached(gemm, "shared library", lambda: llvm.shared_object_code(gemm, "lucid_gemm")))
         step("linking", 0.8)
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
@@ -319,7 +304,7 @@ def build_library(graph, folder, name, key, progress=None):
                 os.replace(so_tmp, os.path.join(folder, "model.so"))
                 return {"file": "model.so", "kind": "shared", "symbols": symbols, "linker": command,
                         "kernels": kernels, "workspace_bytes": workspace, "index_errors": index_errors}
-    texts = [program_text] + ([shared_gemm_ir()] if uses_gemm else [])
+    texts = [program_text] + ([anchors.gemm_module_ir()] if uses_gemm else [])
     # no linker: the JIT's own kind of object, without the runtime (the engine has it)
     symbols = symbol_names(name, "_" + key[:12])
     wrapper = wrapper_ir(symbols, entry_name, graph, layout, sources, plan.arena_size, scratch_bytes, False)

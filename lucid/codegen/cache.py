@@ -93,3 +93,14 @@ def store(key, payload):
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+def cached(description, build):
+    """The bytes stored under `description` (text naming exactly what they are made from:
+    the key is `program_key(description)`), else `build()`'s, stored for the next process."""
+    key = program_key(description)
+    data = load(key)
+    if data is None:
+        data = build()
+        store(key, data)
+    return data

@@ -114,11 +114,7 @@ def _engine():
             from . import cache
 
             text = runtime.runtime_ir(eng.triple)
-            key = cache.program_key("lucid runtime module\n" + text)
-            data = cache.load(key)
-            if data is None:
-                data = _compile(eng, text, RUNTIME_MODULE)[0]
-                cache.store(key, data)
+            data = cache.cached("lucid runtime module\n" + text, lambda: _compile(eng, text, RUNTIME_MODULE)[0])
             eng.runtime = _add_object(eng, (data, {}), RUNTIME_MODULE, digest=None)
             runtime._bind(eng.runtime)
         runtime.apply_default_num_threads()  # raises on a bad LUCID_NUM_THREADS
