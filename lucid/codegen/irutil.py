@@ -3,6 +3,7 @@
 Kernels are built with llvmlite's IR builder and printed as text; llvmlite's typed
 pointers (`float*`) are read by the bundled LLVM as opaque `ptr`, which is all we need.
 """
+import re
 from contextlib import contextmanager
 
 import llvmlite.ir as ir
@@ -55,11 +56,11 @@ def store_elem(b, value, ptr, dtype):
 
 
 @contextmanager
-def loop(b, count, start=None, name="i"):
+def loop(b, count, start=None, name="i", hint=None):
     """`for i in range(start or 0, count)`: yields i (an i64); the builder ends after the loop.
 
     A canonical counted loop (phi in the header, one latch), the shape LLVM's loop
-    vectoriser expects."""
+    vectoriser expects. `hint`: loop metadata for the latch (see `interleave_hint`)."""
     start = start if start is not None else i64(0)
     pre = b.block
     header = b.append_basic_block(f"{name}.head")
@@ -74,8 +75,33 @@ def loop(b, count, start=None, name="i"):
     yield i
     nxt = b.add(i, i64(1), flags=["nsw"])
     i.add_incoming(nxt, b.block)
-    b.branch(header)
+    latch = b.branch(header)
+    if hint is not None:
+        latch.set_metadata("llvm.loop", hint)
     b.position_at_end(done)
+
+
+_LOOP_ID = "lucid.loop.id"
+
+
+def interleave_hint(module, count):
+    """Loop metadata asking LLVM's vectoriser to interleave `count` vector iterations.
+
+    Why: a loop body of long dependency chains (a transcendental is 20-40 dependent vector
+    operations) is latency-bound when one vector is in flight: the out-of-order window of
+    a core holds too few operations to overlap the next iteration's chain by itself.
+    LLVM's cost model does not interleave big bodies; this asks it to. A loop ID must be
+    a distinct node whose first operand is itself, which llvmlite cannot build: the node
+    is tagged here and `finish_loop_ids` rewrites it in the module's text."""
+    count = module.add_metadata([ir.MetaDataString(module, "llvm.loop.interleave.count"),
+                                 ir.Constant(I32, int(count))])
+    return module.add_metadata([ir.MetaDataString(module, _LOOP_ID), count])
+
+
+def finish_loop_ids(text):
+    """The module text with every `interleave_hint` node made a self-referencing loop ID."""
+    return re.sub(r'^(!\d+) = !\{ !"' + re.escape(_LOOP_ID) + '", ', r"\1 = distinct !{ \1, ", text,
+                  flags=re.M)
 
 
 def entry_alloca(b, typ, name="acc"):

@@ -61,7 +61,8 @@ def _math(name):
     return rule
 
 
-for _op in ("exp", "log", "tanh", "sigmoid", "erf"):
+MATH_OPS = ("exp", "log", "tanh", "sigmoid", "erf")  # long dependency chains (lucid.codegen.mathlib)
+for _op in MATH_OPS:
     ELEMENTAL[_op] = _math(_op)
 
 

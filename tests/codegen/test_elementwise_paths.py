@@ -4,7 +4,7 @@
   broadcast) are hoisted out of the row loop (Elemental.scoped(loop=...)): results match
   numpy, and a wide softmax runs in linear, not quadratic, time.
 - Output buffers of a compiled function are reused only when nobody holds them.
-- float32 erf: the x*P(x^2) / 1 - N/D(|x| - 1) switch points and the clamp.
+- float32 erf (one clamped rational): where it rounds to +-1 and the clamp at 4.
 - mul/add contraction into fma: x*w + b matches numpy within float32 rounding.
 """
 import gc
@@ -102,21 +102,21 @@ def _ulps(y, ref):
     return np.abs(y.astype(np.float64) - ref) / np.spacing(np.abs(r)).astype(np.float64)
 
 
-def test_float32_erf_around_its_switch_points():
+def test_float32_erf_near_one_and_at_its_clamp():
     from lucid.codegen.mathlib import math_ir
 
     # through a compiled graph, as kernels use it
     f = lucid.compile(lambda t: lucid.erf(t))
     pts = []
-    for p in (1.0, 3.92, 4.0):  # the branch switch, where erf rounds to 1, the clamp
+    for p in (1.0, 3.92, 4.0):  # mid-range, where erf rounds to 1, the clamp
         c = np.float32(p)
         pts.append(c + np.arange(-200, 201) * np.spacing(c))
     x = np.concatenate(pts + [np.linspace(0.9, 1.1, 5001), np.linspace(3.5, 4.5, 5001)]).astype(np.float32)
     x = np.concatenate([x, -x])
     y = f(lucid.tensor(x)).data
     ref = np.array([math.erf(float(v)) for v in x])
-    assert _ulps(y, ref).max() <= 1.5
-    assert (np.abs(y) <= 1).all() and (y[np.abs(x) >= 3.93] == np.sign(x[np.abs(x) >= 3.93])).all()
+    assert _ulps(y, ref).max() <= 5  # the documented bound (lucid.codegen.mathlib)
+    assert (np.abs(y) <= 1).all() and (y[np.abs(x) >= 4] == np.sign(x[np.abs(x) >= 4])).all()
     assert "lucid_erf_f32" in math_ir("f32")
 
 
@@ -129,12 +129,12 @@ def test_contracted_affine_matches_numpy():
     assert (np.abs(got - want) <= 2 * np.spacing(np.abs(want).astype(np.float32))).all()
 
 
-def test_erf_tail_coefficients_come_from_the_documented_rational_fit():
+def test_erf_coefficients_come_from_the_documented_rational_fit():
     pytest.importorskip("mpmath")
     from lucid.codegen import mathlib
 
-    (p, q), err = mathlib.derive([("erfc_tail", "f32")], grid=120)[("erfc_tail", "f32")]
-    want_p, want_q = mathlib._COEFFS["erfc_tail", "f32"]
-    np.testing.assert_allclose(p, want_p, rtol=2e-3, atol=1e-6)
-    np.testing.assert_allclose(q, want_q, rtol=2e-3, atol=1e-6)
-    assert err < 6e-9
+    (p, q), err = mathlib.derive([("erf_rational", "f32")], grid=120)[("erf_rational", "f32")]
+    want_p, want_q = mathlib._COEFFS["erf_rational", "f32"]
+    np.testing.assert_allclose(p, want_p, rtol=2e-3, atol=1e-7)
+    np.testing.assert_allclose(q, want_q, rtol=2e-3, atol=1e-7)
+    assert err < 3e-8
