@@ -113,7 +113,7 @@ def samples(d, n, rng):
 
 # ulps allowed (measured maxima are in the report; bounds leave a little margin)
 ULPS = {("exp", "f32"): 1.5, ("log", "f32"): 1.5, ("tanh", "f32"): 2, ("sigmoid", "f32"): 3,
-        ("erf", "f32"): 5, ("gelu", "f32"): 8, ("gelu_tanh", "f32"): 4,
+        ("erf", "f32"): 6, ("gelu", "f32"): 8, ("gelu_tanh", "f32"): 4,
         ("exp", "f64"): 2, ("log", "f64"): 2, ("tanh", "f64"): 2, ("sigmoid", "f64"): 3,
         ("erf", "f64"): 2.5}
 
