@@ -1,4 +1,4 @@
-"""Vectorisable exp, log, tanh, sigmoid, erf and GELU as LLVM IR text (float32 and float64).
+"""Vectorisable exp, log, tanh, sigmoid and erf as LLVM IR text (float32 and float64).
 
 Why: a fused elementwise kernel is a loop whose body calls these functions. libm calls
 stop LLVM's loop vectoriser; these bodies are `internal alwaysinline` and branch-free
@@ -43,23 +43,14 @@ erf   f32: x*P(u)/Q(u), u = min(x^2, 16) (erf rounds to +-1 beyond 3.92), a
       shape). f64: |x| < 1: x*P(x^2), P deg 11 (leading coefficient split in hi + lo).
       |x| >= 1: 1 - erfc(|x|) with erfc(z) = exp(-z^2) * T(t) / (z + K),  t = (z - K)/(z + K),
       a Moebius change of variable that maps z in [1/2, inf) into [-1, 1), on which
-      T(t) = erfcx(z)*(z+K) is smooth and tends to 1/sqrt(pi). f64: K = 3, T deg 11,
-      absolute accuracy of erf on z in [1, 6] (the same erfc with K = 2.5, T deg 8, relative
-      accuracy on z in [0.49, 12.1], serves float32 gelu's negative tail). z is clamped at
-      6 (f64) / 17/sqrt2 (gelu), where the result has rounded and exp(-z^2) is still normal
-      (no subnormal slow paths). z^2 is split exactly into hi + lo with an fma, and
-      exp(-hi-lo) = exp(-hi)*(1-lo).
-gelu  0.5*x*(1 + erf(z)), z = x/sqrt2: 1 + z*P(z^2) for -1/2 <= z < 1, 0.5*x*(2 - erfc(z))
-      above, 0.5*x*erfc(-z) below (no cancellation), with z^2 = x^2/2 taken from the exact
-      square of x: the negative tail keeps its relative accuracy down to the subnormals.
-gelu_tanh  0.5*x*(1 + tanh(sqrt(2/pi)*(x + 0.044715 x^3))) = x*sigmoid(v), v = 2*sqrt(2/pi)*
-      (x + 0.044715 x^3), which avoids the cancellation 1 + tanh(-large). v carries ~2 ulp
-      of float32 rounding, which the negative tail (sigmoid(v) ~ e^v) turns into ~2|v| ulp
-      of relative error: the conditioning of the formula, as in any float32 evaluation.
+      T(t) = erfcx(z)*(z+K) is smooth and tends to 1/sqrt(pi). K = 3, T deg 11, absolute
+      accuracy of erf on z in [1, 6]. z is clamped at 6, where the result has rounded and
+      exp(-z^2) is still normal (no subnormal slow paths). z^2 is split exactly into
+      hi + lo with an fma, and exp(-hi-lo) = exp(-hi)*(1-lo).
 
 Accuracy (tests/codegen/test_mathlib.py, ~1e6 inputs over every binade, against float64 /
 long double references), max error in ulps of the result: f32 exp 0.96, log 0.86,
-tanh 1.2, sigmoid 2.1, erf 5.2, gelu 6.0 (4e-7 relative), gelu_tanh 7.5 for |x| < 3;
+tanh 1.2, sigmoid 2.1, erf 5.2 (3.1e-7 relative);
 f64 exp 1.0, log 1.1, tanh 1.3, sigmoid 2.3, erf 1.0 (all <= 3.2e-16 relative). Subnormal
 results are within one unit of the smallest subnormal; specials (+-inf, NaN, +-0) exact.
 
@@ -78,7 +69,7 @@ import numpy as np
 from ..errors import LucidError
 
 # ---- coefficient tables (from derive(); lowest degree first) -----------------------------
-_K = {"f32": 2.5, "f64": 3.0}  # the erfc change of variable t = (z - K)/(z + K)
+_K = 3.0  # float64 erfc's change of variable t = (z - K)/(z + K)
 
 # (table, dtype) -> coefficients of P, lowest degree first (see _fit_specs for each P)
 _COEFFS = {
@@ -108,10 +99,6 @@ _COEFFS = {
         -0.008863194505084077, 0.003591719704310787, -0.0014532167840772383,
         0.0005791370786600529, -0.00021030247473610082, 5.102151321823178e-05,
     ),
-    ("erf", "f32"): (  # max weighted error 1.21e-09
-        1.1283791657267117, -0.3761262582423206, 0.112835851485863, -0.02685381193379089,
-        0.005188327682286106, -0.0008010193590021039, 7.85386122211605e-05,
-    ),
     ("erf", "f64"): (  # max weighted error 7.30e-18
         1.1283791670955126, -0.3761263890318352, 0.11283791670944185, -0.02686617064311148,
         0.005223977606118547, -0.0008548325929317402, 0.00012055293576971665,
@@ -123,11 +110,6 @@ _COEFFS = {
          0.0002845672320851705, 1.986781253518698e-06),
         (1.0, 0.5048581584231965, 0.11535035964533538, 0.015207328199940934, 0.0011855815564587755,
          3.7420234049208675e-05),
-    ),
-    ("erfc", "f32"): (  # max weighted error 4.52e-09
-        1.0540318173402965, -0.8046519014589109, 0.453914471004738, -0.17124948854804486,
-        0.028354966491845813, 0.008378774427635006, -0.004776359204659228,
-        -0.00039238237907093576, 0.0005899393118232684,
     ),
     ("erfc", "f64"): (  # max weighted error 1.24e-18
         1.0740069070883984, -0.8833944531671744, 0.5902283571173913, -0.3104672627780054,
@@ -334,37 +316,25 @@ def _sigmoid(b, x):
     return b.div(num, b.add(t, b.c(1.0)))  # one rounding after exp
 
 
-def _erfc_parts(b, z, h, l):
-    """erfc(z) = e * f for z >= 1/2 (f32) or 1 (f64), given z^2 = h + l exactly.
-
-    Returned as two factors so a caller can scale f before the (possibly subnormal) e."""
-    k = _K[b.dtype]
-    inv = b.div(b.c(1.0), b.add(z, b.c(k)))
-    t = b.fma(b.c(-2.0 * k), inv, b.c(1.0))
-    f = b.mul(inv, b.horner(_COEFFS["erfc", b.dtype], t))
-    f = b.fma(b.neg(f), l, f)  # exp(-h-l) = exp(-h)*(1-l)
-    return _exp(b, b.neg(h)), f
-
-
-def _erf_small(b, z, u, one=None):
-    """z*P(u) (u = z^2), plus `one` if given; the leading coefficient is split in hi+lo."""
-    c = _COEFFS["erf", b.dtype]
-    hi = float(_TYPES[b.dtype][2](c[0]))
-    s = b.mul(z, b.fma(u, b.horner(c[1:], u), b.c(c[0] - hi)))
-    return b.fma(z, b.c(hi), s if one is None else b.add(s, one))
-
-
 def _erf(b, x):
-    if b.dtype == "f32":
-        return _erf_f32(b, x)
-    d = b.dtype
+    return _erf_f32(b, x) if b.dtype == "f32" else _erf_f64(b, x)
+
+
+def _erf_f64(b, x):
+    """|x| < 1: x*P(x^2) (leading coefficient in hi + lo); beyond: 1 - erfc(z), z = min(|x|, 6),
+    erfc(z) = exp(-z^2) * T(t)/(z + K) with z^2 = h + l split exactly (module notes)."""
+    c = _COEFFS["erf", "f64"]
+    hi = float(c[0])
+    u = b.mul(x, x)
+    small = b.fma(x, b.c(hi), b.mul(x, b.fma(u, b.horner(c[1:], u), b.c(c[0] - hi))))
     a = b.fabs(x)
-    small = _erf_small(b, x, b.mul(x, x))
-    zmax = 6.0  # erf rounds to 1 beyond; exp(-zmax^2) stays normal
-    z = b.select(b.cmp("ogt", a, b.c(zmax)), b.c(zmax), a)
+    z = b.select(b.cmp("ogt", a, b.c(6.0)), b.c(6.0), a)  # erf rounds to 1 beyond; exp(-36) is normal
     h = b.mul(z, z)
-    e, f = _erfc_parts(b, z, h, b.fma(z, z, b.neg(h)))
-    tail = b.sub(b.c(1.0), b.mul(e, f))
+    inv = b.div(b.c(1.0), b.add(z, b.c(_K)))
+    t = b.fma(b.c(-2.0 * _K), inv, b.c(1.0))
+    f = b.mul(inv, b.horner(_COEFFS["erfc", "f64"], t))
+    f = b.fma(b.neg(f), b.fma(z, z, b.neg(h)), f)  # exp(-h-l) = exp(-h)*(1-l)
+    tail = b.sub(b.c(1.0), b.mul(_exp(b, b.neg(h)), f))
     return b.copysign(b.select(b.cmp("olt", a, b.c(1.0)), small, tail), x)
 
 
@@ -384,42 +354,13 @@ def _erf_f32(b, x):
     return b.select(b.cmp("olt", r, b.c(-1.0)), b.c(-1.0), r)
 
 
-def _gelu(b, x):
-    """0.5*x*phi2 with phi2 = 1 + erf(z) = erfc(-z), z = x/sqrt2."""
-    a = b.fabs(x)
-    a = b.select(b.cmp("ogt", a, b.c(17.0)), b.c(17.0), a)  # erfc(17/sqrt2) underflows
-    h = b.mul(a, a)
-    l = b.fma(a, a, b.neg(h))
-    half_h, half_l = b.mul(h, b.c(0.5)), b.mul(l, b.c(0.5))  # z^2 = x^2/2, exactly
-    z = b.mul(x, b.c(0.7071067811865476))
-    hx = b.mul(x, b.c(0.5))
-    small = b.mul(hx, _erf_small(b, z, half_h, one=b.c(1.0)))  # -1/2 <= z < 1
-    e, f = _erfc_parts(b, b.mul(a, b.c(0.7071067811865476)), half_h, half_l)
-    neg = b.mul(b.mul(hx, f), e)  # z < -1/2: 0.5*x*erfc(|z|), the exp factor last
-    pos = b.mul(hx, b.sub(b.c(2.0), b.mul(e, f)))  # z >= 1: 0.5*x*(2 - erfc(z))
-    y = b.select(b.cmp("olt", z, b.c(-0.5)), neg, b.select(b.cmp("olt", z, b.c(1.0)), small, pos))
-    return b.select(b.cmp("oeq", x, b.c(-np.inf)), b.c(-0.0), y)
-
-
-def _gelu_tanh(b, x):
-    k1 = 2.0 * np.sqrt(2.0 / np.pi)
-    k1_hi = float(_TYPES[b.dtype][2](k1))
-    # v = x*k1 + x^3*k1*0.044715 with k1 in hi+lo and the leading product inside an fma
-    q = b.fma(b.mul(x, x), b.c(k1 * 0.044715), b.c(k1 - k1_hi))
-    v = b.fma(x, b.c(k1_hi), b.mul(x, q))
-    y = b.mul(x, _sigmoid(b, v))
-    return b.select(b.cmp("oeq", x, b.c(-np.inf)), b.c(-0.0), y)
-
-
-_BODIES = {"exp": _exp, "log": _log, "tanh": _tanh, "sigmoid": _sigmoid, "erf": _erf,
-           "gelu": _gelu, "gelu_tanh": _gelu_tanh}
-_F64 = ("exp", "log", "tanh", "sigmoid", "erf")
+_BODIES = {"exp": _exp, "log": _log, "tanh": _tanh, "sigmoid": _sigmoid, "erf": _erf}
 
 
 def functions(dtype="f32"):
     """The names of the functions `math_ir(dtype)` defines (e.g. 'lucid_exp_f32')."""
     dtype = _check_dtype(dtype)
-    return tuple(f"lucid_{k}_{dtype}" for k in (_BODIES if dtype == "f32" else _F64))
+    return tuple(f"lucid_{k}_{dtype}" for k in _BODIES)
 
 
 def _check_dtype(dtype):
@@ -477,7 +418,7 @@ def _fit_specs(mp):
     sq, rt2 = mp.sqrt, mp.sqrt(2)
     ln2h = mp.log(2) / 2 * mp.mpf("1.001")  # n = rint(x*log2e) may miss by an ulp
     smax2 = ((rt2 - 1) / (rt2 + 1)) ** 2  # largest s^2 = (f/(2+f))^2 in log
-    k32, k64 = mp.mpf(_K["f32"]), mp.mpf(_K["f64"])
+    k64 = mp.mpf(_K)
 
     def z_of(t, k):
         return k * (1 + t) / (1 - t)
@@ -515,13 +456,10 @@ def _fit_specs(mp):
                          lambda z: sq(z) * z / (2 * mp.atanh(sq(z))), (smax2 * 1e-8, smax2), 6),
         ("tanh", "f32"): tanh_spec(mp.mpf("0.625"), 4),
         ("tanh", "f64"): tanh_spec(mp.mpf("0.55"), 9),
-        ("erf", "f32"): erf_spec(6),
         ("erf", "f64"): erf_spec(11),
-        # f32: relative error of erfc on z in [0.49, 12.1] (GELU's tail needs it);
-        # f64: absolute error of erf = 1 - erfc on z in [1, 6].
-        ("erfc", "f32"): (erfcx_k(k32), lambda t: 1 / erfcx_k(k32)(t), (t_of(0.49, k32), t_of(12.1, k32)), 8),
         # f32 erf: erf(x)/x = P(u)/Q(u), u = x^2 in [0, 16], relative error, degrees (5, 5)
         ("erf_rational", "f32"): (erf_over_x, lambda u: 1 / erf_over_x(u), (0, 16), (5, 5)),
+        # f64: absolute error of erf = 1 - erfc on z in [1, 6]
         ("erfc", "f64"): (erfcx_k(k64), erf_abs_weight, (t_of(1, k64), t_of(6, k64)), 11),
     }
 

@@ -9,6 +9,7 @@
 """
 import gc
 import math
+import re
 import time
 
 import numpy as np
@@ -138,3 +139,40 @@ def test_erf_coefficients_come_from_the_documented_rational_fit():
     np.testing.assert_allclose(p, want_p, rtol=2e-3, atol=1e-7)
     np.testing.assert_allclose(q, want_q, rtol=2e-3, atol=1e-7)
     assert err < 3e-8
+
+
+def _module_text(fn, *arrays):
+    from lucid.codegen.program import emit_module, output_slots
+    from lucid.ir.passes import PassManager
+    from lucid.ir.passes.pipelines import pipeline
+
+    graph = PassManager(pipeline(2)).run(lucid.trace(fn, *[lucid.tensor(a) for a in arrays]))
+    return emit_module(graph, "m", "lucid_entry_t", graph.meta["memory"], output_slots(graph))[0]
+
+
+def test_loops_with_transcendentals_ask_for_interleaving_and_others_do_not():
+    import llvmlite.binding as binding
+
+    x = np.ones((4, 100), np.float32)
+    text = _module_text(lambda t: F.gelu(t * 1.3 - 0.2), x)
+    loop_ids = re.findall(r"^(!\d+) = distinct !\{ ?(!\d+), (!\d+) ?\}", text, re.M)
+    assert loop_ids and all(a == b for a, b, _ in loop_ids), "a loop ID must refer to itself"
+    counts = {m for _, _, m in loop_ids}
+    assert all(re.search(rf'^{re.escape(m)} = !\{{ ?!"llvm.loop.interleave.count", i32 4 ?\}}', text, re.M)
+               for m in counts)
+    assert re.search(r"br label %[\w.\"]+, !llvm.loop !\d+", text)
+    binding.parse_assembly(text).verify()
+    plain = _module_text(lambda t: t * 1.3 - 0.2, x)
+    assert "llvm.loop" not in plain and "lucid.loop.id" not in plain
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (33,), (5, 31), (3, 1000), (1, 70001)])
+def test_interleaved_loops_cover_every_element(shape):
+    # 4 interleaved 8-wide vectors per trip: the remainder loop covers what is left
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=shape) * 3).astype(np.float32)
+    f = lucid.compile(lambda t: lucid.exp(t) * 0.5 + lucid.tanh(t) - lucid.sigmoid(t))
+    y = f(lucid.tensor(x)).data
+    xd = x.astype(np.float64)
+    want = np.exp(xd) * 0.5 + np.tanh(xd) - 1 / (1 + np.exp(-xd))
+    np.testing.assert_allclose(y, want, rtol=2e-6, atol=2e-6)

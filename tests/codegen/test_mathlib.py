@@ -39,7 +39,7 @@ done:
   ret void
 }}
 """
-F32 = ("exp", "log", "tanh", "sigmoid", "erf", "gelu", "gelu_tanh")
+F32 = ("exp", "log", "tanh", "sigmoid", "erf")
 F64 = ("exp", "log", "tanh", "sigmoid", "erf")
 _NP = {"f32": np.float32, "f64": np.float64}
 _compiled = {}
@@ -64,7 +64,6 @@ def run(fn, d, x):
 
 # ---- references ----------------------------------------------------------------------------
 _erf = np.frompyfunc(math.erf, 1, 1)
-_erfc = np.frompyfunc(math.erfc, 1, 1)
 
 
 def _sigmoid(x):
@@ -88,10 +87,6 @@ def reference(fn, x):
             return _sigmoid(v)
         if fn == "erf":
             return _erf(x.astype(np.float64)).astype(wide)
-        if fn == "gelu":  # 0.5 x (1 + erf(x/sqrt2)) = 0.5 x erfc(-x/sqrt2)
-            return 0.5 * v * _erfc(-v / np.sqrt(2.0)).astype(np.float64)
-        if fn == "gelu_tanh":  # 0.5 x (1 + tanh(u)) = x sigmoid(2u)
-            return v * _sigmoid(2 * np.sqrt(2 / np.pi) * (v + 0.044715 * v**3))
     raise AssertionError(fn)
 
 
@@ -113,7 +108,7 @@ def samples(d, n, rng):
 
 # ulps allowed (measured maxima are in the report; bounds leave a little margin)
 ULPS = {("exp", "f32"): 1.5, ("log", "f32"): 1.5, ("tanh", "f32"): 2, ("sigmoid", "f32"): 3,
-        ("erf", "f32"): 6, ("gelu", "f32"): 8, ("gelu_tanh", "f32"): 4,
+        ("erf", "f32"): 6,
         ("exp", "f64"): 2, ("log", "f64"): 2, ("tanh", "f64"): 2, ("sigmoid", "f64"): 3,
         ("erf", "f64"): 2.5}
 
@@ -141,20 +136,12 @@ def test_float32_accuracy_over_the_whole_range(fn):
     ref = reference(fn, x)
     err = ulp_errors(y, ref, "f32")
     bound = ULPS[fn, "f32"]
-    if fn == "gelu_tanh":
-        # The argument v = 2 sqrt(2/pi) (x + 0.044715 x^3) is itself a float32 computation
-        # with a few ulps of relative error; sigmoid(v) ~ e^v in the negative tail turns that
-        # into |v| times as much relative error (the conditioning, not the approximation).
-        v = 2 * np.sqrt(2 / np.pi) * (x.astype(np.float64) + 0.044715 * x.astype(np.float64) ** 3)
-        with np.errstate(all="ignore"):
-            bound = bound * (1 + np.minimum(np.abs(v), 1e30))
     worst = np.argmax(err - bound)
     assert (err <= bound).all(), (
         f"{fn}_f32: {err[worst]:.2f} ulp at x={x[worst]!r}: got {y[worst]!r}, want {ref[worst]!r}")
     finite = (np.abs(ref) > 1e-30) & (np.abs(ref) < 1e30)
     rel = np.abs(y[finite] - ref[finite]) / np.abs(ref[finite])
-    if fn != "gelu_tanh":
-        assert rel.max() <= 1e-6, f"{fn}_f32: relative error {rel.max():.2e}"
+    assert rel.max() <= 1e-6, f"{fn}_f32: relative error {rel.max():.2e}"
 
 
 @pytest.mark.parametrize("fn", F64)
@@ -184,8 +171,6 @@ SPECIAL = {
     "tanh": [(inf, 1.0), (-inf, -1.0), (nan, nan), (0.0, 0.0), (-0.0, -0.0), (30.0, 1.0), (-1e30, -1.0)],
     "sigmoid": [(inf, 1.0), (-inf, 0.0), (nan, nan), (0.0, 0.5), (1e30, 1.0), (-1e30, 0.0)],
     "erf": [(inf, 1.0), (-inf, -1.0), (nan, nan), (0.0, 0.0), (-0.0, -0.0), (10.0, 1.0), (-1e30, -1.0)],
-    "gelu": [(inf, inf), (-inf, -0.0), (nan, nan), (0.0, 0.0), (-1e30, -0.0), (-30.0, -0.0), (1e30, 1e30)],
-    "gelu_tanh": [(inf, inf), (-inf, -0.0), (nan, nan), (0.0, 0.0), (-1e30, -0.0), (1e30, 1e30)],
 }
 
 
@@ -221,17 +206,6 @@ def test_float32_tails_and_subnormals():
     np.testing.assert_allclose(run("log", "f64", x[4:]), np.log(x[4:]), rtol=1e-15)
 
 
-def test_gelu_matches_its_definitions():
-    x = np.linspace(-6, 6, 20001).astype(np.float32)
-    xd = x.astype(np.float64)
-    g = run("gelu", "f32", x)
-    want = 0.5 * xd * (1 + _erf(xd / np.sqrt(2)).astype(np.float64))
-    np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-9)
-    gt = run("gelu_tanh", "f32", x)
-    u = np.sqrt(2 / np.pi) * (xd + 0.044715 * xd**3)
-    np.testing.assert_allclose(gt, 0.5 * xd * (1 + np.tanh(u)), rtol=1e-6, atol=1e-9)
-
-
 # ---- vectorisation and IR ------------------------------------------------------------------------
 @pytest.mark.parametrize("d", ["f32", "f64"])
 def test_loops_calling_the_functions_vectorise_to_avx2(d):
@@ -257,7 +231,7 @@ def test_math_ir_text():
     with pytest.raises(LucidError, match="dtype"):
         mathlib.math_ir("f16")
     with pytest.raises(LucidError, match="gelu"):
-        mathlib.math_ir("f64", only=["gelu"])
+        mathlib.math_ir("f32", only=["gelu"])
 
 
 def test_coefficients_come_from_the_documented_fit():
