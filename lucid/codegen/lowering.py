@@ -51,7 +51,7 @@ for _op, _intr in [("sqrt", "sqrt"), ("floor", "floor"), ("ceil", "ceil"), ("rou
 
 
 def _math(name):
-    """exp, log, tanh, sigmoid, erf: the vectorisable versions from lucid.codegen.mathlib."""
+    """exp, log, tanh, sigmoid, erf, gelu: the vectorisable versions from lucid.codegen.mathlib."""
 
     def rule(E, node, idx):
         from .mathlib_glue import call_math
@@ -61,7 +61,7 @@ def _math(name):
     return rule
 
 
-MATH_OPS = ("exp", "log", "tanh", "sigmoid", "erf")  # long dependency chains (lucid.codegen.mathlib)
+MATH_OPS = ("exp", "log", "tanh", "sigmoid", "erf", "gelu")  # long dependency chains (lucid.codegen.mathlib)
 for _op in MATH_OPS:
     ELEMENTAL[_op] = _math(_op)
 

@@ -1,4 +1,4 @@
-"""Vectorisable exp, log, tanh, sigmoid and erf as LLVM IR text (float32 and float64).
+"""Vectorisable exp, log, tanh, sigmoid, erf and GELU as LLVM IR text (float32 and float64).
 
 Why: a fused elementwise kernel is a loop whose body calls these functions. libm calls
 stop LLVM's loop vectoriser; these bodies are `internal alwaysinline` and branch-free
@@ -354,7 +354,30 @@ def _erf_f32(b, x):
     return b.select(b.cmp("olt", r, b.c(-1.0)), b.c(-1.0), r)
 
 
-_BODIES = {"exp": _exp, "log": _log, "tanh": _tanh, "sigmoid": _sigmoid, "erf": _erf}
+def _gelu(b, x):
+    """x*Phi(x) = x*(1/2 + erf(x/sqrt2)/2). f32: erf's rational with the 1/sqrt2 and the 1/2
+    folded into its coefficients (scaled by powers of two, exactly, and once by 1/sqrt2):
+    r = x*P'(u)/Q'(u) = erf(x/sqrt2)/2 with u = min(x^2, 32), clamped to [-1/2, 1/2], and
+    gelu = x*(1/2 + r): two operations fewer than the composition. x is first raised to
+    -1e30 at least, so -inf gives -1e30 * (1/2 - 1/2) = -0, the limit. f64: the same
+    composition over the float64 erf."""
+    if b.dtype == "f64":
+        xc = b.select(b.cmp("olt", x, b.c(-1e300)), b.c(-1e300), x)
+        e = _erf_f64(b, b.mul(xc, b.c(0.7071067811865476)))
+        return b.mul(xc, b.fma(e, b.c(0.5), b.c(0.5)))
+    num, den = _COEFFS["erf_rational", "f32"]
+    num = [0.5 * c * 0.7071067811865476 * 0.5 ** k for k, c in enumerate(num)]
+    den = [c * 0.5 ** k for k, c in enumerate(den)]
+    xc = b.select(b.cmp("olt", x, b.c(-1e30)), b.c(-1e30), x)
+    u = b.mul(xc, xc)
+    u = b.select(b.cmp("ogt", u, b.c(32.0)), b.c(32.0), u)
+    r = b.div(b.mul(xc, b.horner(num, u)), b.horner(den, u))
+    r = b.select(b.cmp("ogt", r, b.c(0.5)), b.c(0.5), r)
+    r = b.select(b.cmp("olt", r, b.c(-0.5)), b.c(-0.5), r)
+    return b.mul(xc, b.add(r, b.c(0.5)))
+
+
+_BODIES = {"exp": _exp, "log": _log, "tanh": _tanh, "sigmoid": _sigmoid, "erf": _erf, "gelu": _gelu}
 
 
 def functions(dtype="f32"):

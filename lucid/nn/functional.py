@@ -18,7 +18,7 @@ from .. import random as _random
 from ..autograd_mode import no_grad
 from ..errors import DTypeError, LucidError, ShapeError
 from ..ops import nn as _nn
-from ..ops.elementwise import (abs as _abs, cast, erf, exp, log, maximum, minimum, relu as _relu,
+from ..ops.elementwise import (abs as _abs, cast, exp, gelu as _gelu, log, maximum, minimum, relu as _relu,
                                sigmoid as _sigmoid, sqrt, tanh as _tanh, where)
 from ..ops.indexing import one_hot, take  # noqa: F401  (one_hot: torch's F.one_hot)
 from ..ops.linalg import matmul
@@ -427,10 +427,11 @@ def leaky_relu(x, negative_slope=0.01):
 
 
 def gelu(x, approximate="none"):
-    """x * Phi(x): exact with erf ("none") or torch's tanh approximation ("tanh")."""
+    """x * Phi(x): exact with erf ("none", the `gelu` primitive) or torch's tanh
+    approximation ("tanh")."""
     x = as_tensor(x)
     if approximate == "none":
-        return x * 0.5 * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
+        return _gelu(x)
     if approximate == "tanh":
         inner = (x + 0.044715 * x * x * x) * math.sqrt(2.0 / math.pi)
         return x * 0.5 * (1.0 + _tanh(inner))

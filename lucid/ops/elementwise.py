@@ -1,6 +1,6 @@
 """Elementwise ops: unary math, binary arithmetic with broadcasting, comparisons, where.
 
-Primitives here: neg abs exp log sqrt sin cos tanh sigmoid erf relu floor ceil round sign
+Primitives here: neg abs exp log sqrt sin cos tanh sigmoid erf gelu relu floor ceil round sign
 logical_not cast add sub mul div pow maximum minimum eq ne lt le gt ge logical_and
 logical_or where. Everything else in this file (square, log2, clip, ...) composes them.
 """
@@ -52,6 +52,20 @@ def _erf_ref(x):
     return np.asarray(_erf_vec(x), dtype=x.dtype)  # frompyfunc gives a bare float for 0-d input
 
 
+def _gelu_ref(x):
+    """x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), in float64; -inf gives -0 (the limit)."""
+    v = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        y = 0.5 * v * (1.0 + np.asarray(_erf_vec(v / math.sqrt(2.0)), dtype=np.float64))
+    return np.where(v == -np.inf, -0.0, y).astype(x.dtype)
+
+
+def _gelu_vjp(g, y, x):
+    phi = 0.5 * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
+    density = exp(x * x * -0.5) * (1.0 / math.sqrt(2.0 * math.pi))
+    return (g * (phi + x * density),)
+
+
 def _num_neg_infer(t, **_):
     if t.dtype is _dt.bool_:
         raise DTypeError("neg: cannot negate a bool tensor (use logical_not)")
@@ -71,6 +85,9 @@ cos = _unary("cos", np.cos, lambda g, y, x: (-(g * sin(x)),))
 tanh = _unary("tanh", np.tanh, lambda g, y, x: (g * (1.0 - y * y),))
 sigmoid = _unary("sigmoid", _sigmoid_ref, lambda g, y, x: (g * y * (1.0 - y),))
 erf = _unary("erf", _erf_ref, lambda g, y, x: (g * (2.0 / math.sqrt(math.pi)) * exp(-(x * x)),))
+gelu = _unary("gelu", _gelu_ref, _gelu_vjp, low=-5.0, high=5.0,
+              doc="x * Phi(x), Phi the standard normal CDF: GELU with the exact erf",
+              torch=lambda torch, x: torch.nn.functional.gelu(x))
 relu = _unary("relu", lambda x: np.maximum(x, 0).astype(x.dtype),
               lambda g, y, x: (where(y > 0, g, 0.0),), gen=R.rng_away_from, points=(0.0,))
 floor = _unary("floor", np.floor, lambda g, y, x: (_zeros_like(x),), gen=R.rng_away_from,

@@ -102,6 +102,11 @@ def erf(x):
     return lucid.erf(x)
 
 
+@op("F.gelu({0})")
+def gelu(x):
+    return F.gelu(x)
+
+
 @op("sin({0})")
 def sin(x):
     return lucid.sin(x)
@@ -382,7 +387,7 @@ def _key(key):
     return tuple(slice(*k) if isinstance(k, tuple) else k for k in key)
 
 
-MATH_OPS = {"exp_g", "log_g", "tanh", "sigmoid", "erf", "softmax", "log_softmax"}
+MATH_OPS = {"exp_g", "log_g", "tanh", "sigmoid", "erf", "gelu", "softmax", "log_softmax"}
 
 
 # ---- values and programs ----------------------------------------------------------------------
@@ -673,7 +678,7 @@ def mk_unary(draw, p):
         return None
     names = ["neg", "abs_", "relu", "sqrt_g", "square", "sin", "cos"]
     if HAVE_MATH:
-        names += ["exp_g", "log_g", "tanh", "sigmoid", "erf"]
+        names += ["exp_g", "log_g", "tanh", "sigmoid", "erf", "gelu"]
     name = _choose(draw, names)
     e, m = x.err, x.scale
     rules = {
@@ -684,6 +689,8 @@ def mk_unary(draw, p):
         "exp_g": lambda d: amax(d) * e + 8 * U * amax(d),
         "log_g": lambda d: 2 * (e + U * (m + 0.5)) + 8 * U * max(1.0, amax(d)),
         "tanh": lambda d: e + 8 * U, "sigmoid": lambda d: 0.25 * e + 8 * U, "erf": lambda d: 1.13 * e + 8 * U,
+        # |gelu'| <= 1.13; rounding: a few ulps of the result plus of |x| (Phi's absolute error)
+        "gelu": lambda d: 1.13 * e + 8 * U * max(1.0, m),
     }
     xd = x.data.astype(np.float64)
     kink = {"abs_": xd, "relu": xd, "sqrt_g": xd, "log_g": xd,
