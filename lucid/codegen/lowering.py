@@ -5,7 +5,9 @@ asking the emitter for the input values it needs. Elementwise, broadcast, inject
 reduction ops are naturally elemental; so are the opaque ops here (matmul, convolutions,
 pooling and their gradients, cumsum, scatters), written as reductions over the inputs an
 output element depends on. Ops that are not elemental at all (argsort) have a whole-kernel
-lowering in `KERNELS`. A test checks that every op in the registry has one or the other.
+lowering in `KERNELS`; a KERNELS entry may also decline (return None) for shapes where an
+op's elemental rule serves (max_pool2d_grad's window loop takes only tiling windows:
+lucid.codegen.lowering_pool). A test checks that every op in the registry has one or the other.
 """
 import math
 
@@ -801,5 +803,6 @@ def lowering_for(node):
 
 
 from . import lowering_detection  # noqa: E402,F401
+from . import lowering_pool  # noqa: E402,F401
 from . import lowering_random  # noqa: E402,F401
 from . import lowering_sort  # noqa: E402,F401

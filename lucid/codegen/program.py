@@ -121,10 +121,12 @@ class _ModuleBuilder:
             anchors.emit(self, name, fn, scratch_index=len(fn.inputs) + 1)
             self.scratch_users.add(name)
             return
-        if custom:
-            if len(fn.compute_nodes) != 1:
-                raise CompileError(f"{custom[0].op} cannot take fused epilogues (kernel {fn.name})")
-            rows, body = KERNELS[custom[0].op](self, name, fn)
+        # a custom kernel may decline (None) where the op's elemental rule serves better
+        built = KERNELS[custom[0].op](self, name, fn) if custom and len(fn.compute_nodes) == 1 else None
+        if custom and built is None and custom[0].op not in ELEMENTAL:
+            raise CompileError(f"{custom[0].op} cannot take fused epilogues (kernel {fn.name})")
+        if built is not None:
+            rows, body = built
         else:
             missing = sorted({n.op for n in fn.compute_nodes if n.op not in ELEMENTAL})
             if missing:
