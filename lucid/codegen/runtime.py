@@ -15,7 +15,9 @@ that need per-thread scratch claim a slot with their own atomic counter, as anch
 image task and the gemm's packed-B buffers do). Chunk boundaries depend only on n and
 the number of threads taking part, so results are as deterministic as before.
 The pool is native so that the graph's entry function never returns to Python between
-kernels.
+kernels. `i32 @lucid_available_threads()` tells a kernel how many threads a
+parallel_for called now would use (1 while the pool runs a job: a nested call runs
+serially), so it can size its work split (the gemm's claims).
 
 Design (why it cannot deadlock):
 * Workers are created once, lazily, when a job wants more threads than exist; they are
@@ -131,6 +133,16 @@ define void @lucid_set_num_threads(i32 %n) {{
 
 define i32 @lucid_get_num_threads() {{
   %v = load atomic i32, ptr @nthreads monotonic, align 4
+  ret i32 %v
+}}
+
+; the threads a parallel_for called now would use: 1 while the pool runs a job (a call
+; from inside a chunk, or another thread's job, runs serially), else the pool's size
+define i32 @lucid_available_threads() {{
+  %b = load atomic i32, ptr @busy monotonic, align 4
+  %free = icmp eq i32 %b, 0
+  %n = load atomic i32, ptr @nthreads monotonic, align 4
+  %v = select i1 %free, i32 %n, i32 1
   ret i32 %v
 }}
 
