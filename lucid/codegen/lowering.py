@@ -370,14 +370,43 @@ def _reduce_parts(node, idx, axes):
     return extents, full
 
 
+def _merged_runs(shape, axes):
+    """Runs of adjacent reduced axes as (extent, row-major stride of the run's last axis):
+    a sum over (0, 2, 3) of an (N, C, H, W) buffer is one over N and one over H*W."""
+    runs, last = [], None
+    for k in sorted(axes):
+        stride = int(np.prod(shape[k + 1:], dtype=np.int64))
+        if last is not None and k == last + 1:
+            runs[-1] = (runs[-1][0] * shape[k], stride)
+        else:
+            runs.append((shape[k], stride))
+        last = k
+    return runs
+
+
 def _reducer(init_fn, combine_fn):
     def rule(E, node, idx):
         axes = tuple(node.attrs["axes"])
         dt = node.type.dtype
         extents, full = _reduce_parts(node, idx, axes)
         src = node.inputs[0]
-        return E.reduce(extents, init_fn(dt), dt, lambda r: E.value(src, full(r)),
-                        lambda acc, v: combine_fn(E, acc, v, dt))
+        combine = lambda acc, v: combine_fn(E, acc, v, dt)  # noqa: E731
+        runs = _merged_runs(src.type.shape, axes)
+        if src in E.leaves and len(runs) < len(axes):
+            # A buffer read over adjacent reduced axes is read over their merged run: the
+            # inner loop is then long and contiguous (a bias gradient's sum over H*W rather
+            # than over W alone), which the vectoriser widens.
+            b = E.b
+            base = E.linear(full([U.i64(0)] * len(axes)), src.type.shape)
+
+            def body(r):
+                off = base
+                for i, (_, stride) in zip(r, runs):
+                    off = b.add(off, i if stride == 1 else b.mul(i, U.i64(stride)))
+                return U.load_elem(b, b.gep(E.leaves[src], [off], inbounds=True), src.type.dtype)
+
+            return E.reduce([n for n, _ in runs], init_fn(dt), dt, body, combine)
+        return E.reduce(extents, init_fn(dt), dt, lambda r: E.value(src, full(r)), combine)
 
     return rule
 

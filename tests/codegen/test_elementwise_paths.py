@@ -176,3 +176,24 @@ def test_interleaved_loops_cover_every_element(shape):
     xd = x.astype(np.float64)
     want = np.exp(xd) * 0.5 + np.tanh(xd) - 1 / (1 + np.exp(-xd))
     np.testing.assert_allclose(y, want, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("shape,axes", [((8, 64, 14, 14), (0, 2, 3)), ((3, 4, 5), (0, 1)), ((3, 4, 5), (1, 2)),
+                                        ((2, 3, 4, 5), (0, 1, 3)), ((5, 0, 3), (1, 2)), ((4, 1, 6), (0, 1, 2)),
+                                        ((2, 3, 4), (0, 2))])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_reductions_of_a_buffer_over_adjacent_axes_match_numpy(shape, axes, keepdims):
+    # adjacent reduced axes of a kernel input are read as one merged run (lowering._reducer)
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=shape).astype(np.float32)
+    near_one = (1 + 0.01 * rng.normal(size=shape)).astype(np.float32)  # a product that stays finite
+    for op, ref, a in ((lucid.sum, np.sum, x), (lucid.prod, np.prod, near_one)):
+        got = lucid.compile(lambda t: op(t, axis=axes, keepdims=keepdims))(lucid.tensor(a)).data
+        want = ref(a.astype(np.float64), axis=axes, keepdims=keepdims)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_a_bias_gradient_sum_runs_over_the_merged_spatial_axes():
+    text = _module_text(lambda t: lucid.sum(t, axis=(0, 2, 3)), np.ones((8, 64, 14, 14), np.float32))
+    assert re.search(r"icmp slt i64 %\"?r1\"?, 196", text), "the H*W run should be one loop of 196"
