@@ -402,6 +402,14 @@ def one_hot(idx, num_classes=-1):
         raise TraceError(f"one_hot: num_classes=-1 reads the indices' values; give num_classes when tracing "
                          f"(at {user_location()})")
     classes = Tensor._wrap(np.arange(num_classes, dtype=idx.dtype.np))
+    if idx.is_tracer:
+        # A traced index is checked where it is used: read through a take of the classes
+        # (the identity in range), an out-of-range class raises -- in the interpreter, or
+        # from native code's index checks -- instead of giving a row of zeros. Negative
+        # classes, which take would wrap, are first moved out of its range.
+        from .elementwise import where
+
+        idx = take(classes, where(idx < 0, num_classes, idx), axis=0)
     return cast(unsqueeze(idx, -1) == classes, _dt.float32)
 
 

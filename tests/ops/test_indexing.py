@@ -190,6 +190,17 @@ def test_one_hot():
     np.testing.assert_array_equal(lucid.ir.interpret(g, idx), np.eye(5, dtype=np.float32)[idx])
 
 
+@pytest.mark.parametrize("backend", ["native", "interpreter"])
+def test_traced_one_hot_refuses_classes_out_of_range(backend):
+    f = lucid.compile(lambda t: lucid.one_hot(t, 3) * 2.0, backend=backend)
+    ok = np.array([[0, 2], [1, 1]])
+    np.testing.assert_array_equal(f(lucid.tensor(ok)).numpy(), 2 * np.eye(3, dtype=np.float32)[ok])
+    for bad in ([0, 3], [-1, 1], [7, 0]):
+        with pytest.raises(ShapeError, match="out of range"):
+            f(lucid.tensor(np.array(bad)))
+    np.testing.assert_array_equal(f(lucid.tensor(ok)).numpy(), 2 * np.eye(3, dtype=np.float32)[ok])
+
+
 # ---- x[key] ---------------------------------------------------------------------------------
 
 X = np.arange(4 * 5 * 6 * 3, dtype=np.float64).reshape(4, 5, 6, 3) / 7.0
