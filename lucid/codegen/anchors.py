@@ -338,20 +338,9 @@ def _rows_fn(mb, name, rows, cost, emit_row):
     ctx = b.bitcast(body.args[0], ctx_t.as_pointer())
     ptrs = [b.load(b.gep(ctx, [U.i64(0), ir.Constant(U.I32, 0), U.i64(k)])) for k in range(arity)]
     counter = b.gep(ctx, [U.i64(0), ir.Constant(U.I32, 1)])
-    claim = body.append_basic_block("claim")
-    work = body.append_basic_block("work")
-    out = body.append_basic_block("out")
-    b.branch(claim)
-    b.position_at_end(claim)
-    start = b.atomic_rmw("add", counter, U.i64(grain), "monotonic")
-    b.cbranch(b.icmp_signed(">=", start, U.i64(rows)), out, work)
-    b.position_at_end(work)
-    stop = b.add(start, U.i64(grain))
-    stop = b.select(b.icmp_signed(">", stop, U.i64(rows)), U.i64(rows), stop)
-    with U.loop(b, stop, start=start, name="row") as r:
-        emit_row(b, r, ptrs)
-    b.branch(claim)
-    b.position_at_end(out)
+    with U.claims(b, counter, U.i64(grain), U.i64(rows)) as (start, stop, _):
+        with U.loop(b, stop, start=start, name="row") as r:
+            emit_row(b, r, ptrs)
     b.ret_void()
     fn = ir.Function(module, ir.FunctionType(U.VOID, [fptr] * arity), name)
     fn.linkage = "internal"

@@ -96,6 +96,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..errors import CompileError, DTypeError, ShapeError
+from .irutil import claims
 
 MR, NR = 6, 16
 KC, MC, NC = 256, 144, 4080
@@ -622,15 +623,7 @@ class _Gen:
         grain = _ceil_div(b, total, PACK_CLAIMS)
         nextp = b.gep(b.bitcast(a["ctx"], self.ctx_t.as_pointer()),
                       [ir.Constant(I32, 0), ir.Constant(I32, self.fields.index("next"))], inbounds=True)
-        claim = b.append_basic_block("claim")
-        work = b.append_basic_block("work")
-        out = b.append_basic_block("out")
-        b.branch(claim)
-        b.position_at_end(claim)
-        start = b.atomic_rmw("add", nextp, grain, "monotonic")
-        b.cbranch(b.icmp_signed(">=", start, total), out, work)
-        b.position_at_end(work)
-        with _Loop(b, start, _min(b, b.add(start, grain), total), name="u") as u:
+        with claims(b, nextp, grain, total) as (start, stop, _), _Loop(b, start, stop, name="u") as u:
             # unit u: panel u of the current K block, or (whole) panel u % npan of block u / npan
             p = b.select(whole, b.srem(u, npan), u)
             pc = b.select(whole, b.mul(b.sdiv(u, npan), _i64(KC)), c["pc"])
@@ -667,8 +660,6 @@ class _Gen:
                         with _Loop(b, _i64(0), ncols, name="j") as j:
                             b.store(b.load(b.gep(srow, [b.mul(j, js)], inbounds=True), align=4),
                                     b.gep(d, [j], inbounds=True), align=4)
-        b.branch(claim)
-        b.position_at_end(out)
         b.ret_void()
 
     def _pack_a(self, b, dst, src, lda, mc, kc):
@@ -723,15 +714,8 @@ class _Gen:
         pc_start = b.select(whole, _i64(0), c["pc"])
         pc_stop = b.select(whole, c["K"], b.add(c["pc"], _i64(1)))
         epi = [c[n] for n in self.epi_names]
-        claim = b.append_basic_block("claim")
-        work = b.append_basic_block("work")
-        out = b.append_basic_block("out")
-        b.branch(claim)
-        b.position_at_end(claim)
-        start = b.atomic_rmw("add", nextp, c["grain"], "monotonic")
-        b.cbranch(b.icmp_signed(">=", start, c["units"]), out, work)
-        b.position_at_end(work)
-        stop = _min(b, b.add(start, c["grain"]), c["units"])
+        pieces = claims(b, nextp, c["grain"], c["units"])
+        start, stop, _ = pieces.__enter__()
         r0 = b.select(by_rows, b.mul(start, _i64(MR)), _i64(0))
         r1 = b.select(by_rows, _min(b, b.mul(stop, _i64(MR)), c["M"]), c["M"])
         p0 = b.select(by_rows, _i64(0), start)
@@ -775,8 +759,7 @@ class _Gen:
                 col1 = b.add(c["jc"], _min(b, b.mul(p1, _i64(NR)), c["nc"]))
                 b.call(c["tile_fn"], [c["tile_ctx"], ic, b.add(ic, _min(b, _i64(MC), b.sub(r1, ic))), col0, col1])
         ic_loop.__exit__(None, None, None)
-        b.branch(claim)
-        b.position_at_end(out)
+        pieces.__exit__(None, None, None)
         b.ret_void()
 
     # -- few rows: stream B row by row ----------------------------------------------------
@@ -893,14 +876,8 @@ class _Gen:
                       + self.epi_names)
         nextp = b.gep(b.bitcast(a["ctx"], self.ctx_t.as_pointer()),
                       [ir.Constant(I32, 0), ir.Constant(I32, self.fields.index("next"))], inbounds=True)
-        claim = b.append_basic_block("claim")
-        work = b.append_basic_block("work")
-        out = b.append_basic_block("out")
-        b.branch(claim)
-        b.position_at_end(claim)
-        start = b.atomic_rmw("add", nextp, c["grain"], "monotonic")
-        b.cbranch(b.icmp_signed(">=", start, c["units"]), out, work)
-        b.position_at_end(work)
+        pieces = claims(b, nextp, c["grain"], c["units"])
+        start, _, claim = pieces.__enter__()
         j0 = b.mul(start, _i64(ROW_GROUP))
         j1 = _min(b, b.mul(b.add(start, c["grain"]), _i64(ROW_GROUP)), c["N"])
         args = [c["K"], c["A"], c["lda"], c["B"], c["ldb"], c["C"], c["ldc"], j0, j1] + [c[n] for n in self.epi_names]
@@ -915,7 +892,7 @@ class _Gen:
                 with b.if_then(has_fn):
                     b.call(c["tile_fn"], [c["tile_ctx"], _i64(0), c["M"], j0, j1])
             b.branch(claim)
-        b.position_at_end(out)
+        pieces.__exit__(None, None, None)  # every path already went back to claim
         b.ret_void()
         return f
 

@@ -81,6 +81,32 @@ def loop(b, count, start=None, name="i", hint=None):
     b.position_at_end(done)
 
 
+@contextmanager
+def claims(b, counter, grain, total, name="claim"):
+    """Pieces [start, stop) of [0, total), `grain` units each, claimed from the shared i64
+    `counter` (an atomic add) until none is left: yields (start, stop, the claim block)
+    with the builder in the piece's body. After the body the builder goes back to claim
+    (unless the body ended its block itself) and continues after the loop.
+
+    Why claims rather than fixed shares: on a shared machine a thread the OS preempts then
+    holds the others up by one piece, not by its whole share."""
+    f = b.function
+    claim = f.append_basic_block(name)
+    work = f.append_basic_block(f"{name}.work")
+    out = f.append_basic_block(f"{name}.out")
+    b.branch(claim)
+    b.position_at_end(claim)
+    start = b.atomic_rmw("add", counter, grain, "monotonic")
+    b.cbranch(b.icmp_signed(">=", start, total), out, work)
+    b.position_at_end(work)
+    stop = b.add(start, grain)
+    stop = b.select(b.icmp_signed(">", stop, total), total, stop)
+    yield start, stop, claim
+    if not b.block.is_terminated:
+        b.branch(claim)
+    b.position_at_end(out)
+
+
 _LOOP_ID = "lucid.loop.id"
 
 
