@@ -3,11 +3,11 @@
 `ELEMENTAL[op](emitter, node, idx)` returns the LLVM value of `node` at index `idx`,
 asking the emitter for the input values it needs. Elementwise, broadcast, injective and
 reduction ops are naturally elemental; so are the opaque ops here (matmul, convolutions,
-pooling and their gradients, cumsum, scatters), written as reductions over the inputs an
-output element depends on. Ops that are not elemental at all (argsort) have a whole-kernel
-lowering in `KERNELS`; a KERNELS entry may also decline (return None) for shapes where an
-op's elemental rule serves (max_pool2d_grad's window loop takes only tiling windows:
-lucid.codegen.lowering_pool). A test checks that every op in the registry has one or the other.
+cumsum, scatters; pooling and its gradients in lucid.codegen.lowering_pool), written as
+reductions over the inputs an output element depends on. Ops that are not elemental at
+all (argsort) have a whole-kernel lowering in `KERNELS`; a KERNELS entry may also decline
+(return None) for shapes where the op's elemental rule serves (max_pool2d_grad's window
+loop takes only tiling windows). A test checks that every op has one or the other.
 """
 import math
 
@@ -610,166 +610,6 @@ def _conv2d_weight_grad(E, node, idx):
     return E.reduce([N, HO, WO], U.const(dt, 0), dt, body, _mac(E, dt))
 
 
-# ---- pooling ------------------------------------------------------------------------------------
-
-@elemental("max_pool2d")
-def _max_pool2d(E, node, idx):
-    x = node.inputs[0]
-    b, dt = E.b, node.type.dtype
-    n, c, y, xo = idx
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (node.attrs["kernel"], node.attrs["stride"],
-                                              node.attrs["padding"], node.attrs["dilation"])
-    H, W = x.type.shape[2:]
-    ninf = U.const(dt, -math.inf)
-
-    def body(r):
-        ky, kx = r
-        iny, yy = _spatial(E, y, ky, sh, dh, ph, H)
-        inx, xx = _spatial(E, xo, kx, sw, dw, pw, W)
-        return b.select(b.and_(iny, inx), E.value(x, (n, c, yy, xx)), ninf)
-
-    fname = f"llvm.maximum.{float_suffix(dt)}"
-
-    def combine(a, v):
-        return E.call_intrinsic(fname, U.value_type(dt), a, v)
-
-    if kh * kw <= 16:  # small static window: straight-line code, which vectorises
-        acc = ninf
-        for ky in range(kh):
-            for kx in range(kw):
-                acc = combine(acc, body((U.i64(ky), U.i64(kx))))
-        return acc
-    return E.reduce([kh, kw], ninf, dt, body, combine)
-
-
-def _windows_over(E, pos, k, s, d, p, out_len):
-    """For input position `pos`: (ok, window index) of kernel tap k's window, if any."""
-    b = E.b
-    t = b.sub(b.add(pos, U.i64(p)), b.mul(k, U.i64(d)))
-    q = b.sdiv(t, U.i64(s))
-    ok = b.and_(b.icmp_signed(">=", t, U.i64(0)), b.icmp_signed("==", b.srem(t, U.i64(s)), U.i64(0)))
-    return b.and_(ok, E.in_range(q, out_len)), E.clamp(q, out_len)
-
-
-def _first_max_tap(E, x, n, c, oy, ox, node):
-    """The tap (wy * kw + wx) of window (oy, ox)'s first maximum, scanned in row-major order
-    as the reference does: the first tap (padding reads as -inf) starts, and only a strictly
-    greater value takes over, so a NaN first tap keeps it and NaN elsewhere never wins.
-    Unrolled in Python: the window is small and static, and straight-line selects
-    vectorise where a loop with memory would not."""
-    b, dt = E.b, node.type.dtype
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (node.attrs["kernel"], node.attrs["stride"],
-                                              node.attrs["padding"], node.attrs["dilation"])
-    H, W = x.type.shape[2:]
-    best, first = None, U.i64(0)
-    for wy in range(kh):
-        iny, yy = _spatial(E, oy, U.i64(wy), sh, dh, ph, H)
-        for wx in range(kw):
-            inx, xx = _spatial(E, ox, U.i64(wx), sw, dw, pw, W)
-            v = b.select(b.and_(iny, inx), E.value(x, (n, c, yy, xx)), U.const(dt, -math.inf))
-            if best is None:
-                best = v
-                continue
-            better = b.fcmp_ordered(">", v, best)
-            best = b.select(better, v, best)
-            first = b.select(better, U.i64(wy * kw + wx), first)
-    return first
-
-
-def _own_window(E, pos, k, s, d, p, out_len):
-    """Non-overlapping windows (extent <= stride): (ok, window, tap) of the one window
-    input position `pos` can belong to."""
-    b = E.b
-    t = b.add(pos, U.i64(p))
-    q = b.sdiv(t, U.i64(s))
-    r = b.sub(t, b.mul(q, U.i64(s)))
-    tap = b.sdiv(r, U.i64(d))
-    ok = b.and_(b.icmp_signed("==", b.srem(r, U.i64(d)), U.i64(0)), b.icmp_signed("<", tap, U.i64(k)))
-    return b.and_(ok, E.in_range(q, out_len)), E.clamp(q, out_len), tap
-
-
-@elemental("max_pool2d_grad")
-def _max_pool2d_grad(E, node, idx):
-    """Each input element collects the gradient of every window whose first maximum it is.
-    When windows do not overlap (the usual 2x2 / stride 2) that is at most one window,
-    found by division; otherwise every tap's window is visited."""
-    x, gy = node.inputs
-    b, dt = E.b, node.type.dtype
-    n, c, iy, ix = idx
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (node.attrs["kernel"], node.attrs["stride"],
-                                              node.attrs["padding"], node.attrs["dilation"])
-    HO, WO = gy.type.shape[2:]
-    zero = U.const(dt, 0)
-    if (kh - 1) * dh + 1 <= sh and (kw - 1) * dw + 1 <= sw:
-        oky, oy, ty = _own_window(E, iy, kh, sh, dh, ph, HO)
-        okx, ox, tx = _own_window(E, ix, kw, sw, dw, pw, WO)
-        mine = b.icmp_signed("==", _first_max_tap(E, x, n, c, oy, ox, node), b.add(b.mul(ty, U.i64(kw)), tx))
-        return b.select(b.and_(b.and_(oky, okx), mine), E.value(gy, (n, c, oy, ox)), zero)
-
-    def body(r):
-        ky, kx = r
-        oky, oy = _windows_over(E, iy, ky, sh, dh, ph, HO)
-        okx, ox = _windows_over(E, ix, kx, sw, dw, pw, WO)
-        mine = b.icmp_signed("==", _first_max_tap(E, x, n, c, oy, ox, node), b.add(b.mul(ky, U.i64(kw)), kx))
-        return b.select(b.and_(b.and_(oky, okx), mine), E.value(gy, (n, c, oy, ox)), zero)
-
-    return E.reduce([kh, kw], zero, dt, body, _mac(E, dt))
-
-
-def _avg_divisor(E, oy, ox, node, in_hw, dt):
-    b = E.b
-    (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["padding"]
-    if node.attrs["count_include_pad"]:
-        return U.const(dt, kh * kw)
-
-    def count(o, k, s, p, n):
-        start = b.sub(b.mul(o, U.i64(s)), U.i64(p))
-        end = b.add(start, U.i64(k))
-        end = b.select(b.icmp_signed(">", end, U.i64(n)), U.i64(n), end)
-        start = b.select(b.icmp_signed("<", start, U.i64(0)), U.i64(0), start)
-        return b.sub(end, start)
-
-    cnt = b.mul(count(oy, kh, sh, ph, in_hw[0]), count(ox, kw, sw, pw, in_hw[1]))
-    return b.sitofp(cnt, U.value_type(dt))
-
-
-@elemental("avg_pool2d")
-def _avg_pool2d(E, node, idx):
-    x = node.inputs[0]
-    b, dt = E.b, node.type.dtype
-    n, c, y, xo = idx
-    (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["padding"]
-    H, W = x.type.shape[2:]
-
-    def body(r):
-        ky, kx = r
-        iny, yy = _spatial(E, y, ky, sh, 1, ph, H)
-        inx, xx = _spatial(E, xo, kx, sw, 1, pw, W)
-        return b.select(b.and_(iny, inx), E.value(x, (n, c, yy, xx)), U.const(dt, 0))
-
-    total = E.reduce([kh, kw], U.const(dt, 0), dt, body, _mac(E, dt))
-    return b.fdiv(total, _avg_divisor(E, y, xo, node, (H, W), dt))
-
-
-@elemental("avg_pool2d_grad")
-def _avg_pool2d_grad(E, node, idx):
-    gy = node.inputs[0]
-    b, dt = E.b, node.type.dtype
-    n, c, iy, ix = idx
-    (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["padding"]
-    H, W = node.type.shape[2:]
-    HO, WO = gy.type.shape[2:]
-
-    def body(r):
-        ky, kx = r
-        oky, oy = _windows_over(E, iy, ky, sh, 1, ph, HO)
-        okx, ox = _windows_over(E, ix, kx, sw, 1, pw, WO)
-        share = b.fdiv(E.value(gy, (n, c, oy, ox)), _avg_divisor(E, oy, ox, node, (H, W), dt))
-        return b.select(b.and_(oky, okx), share, U.const(dt, 0))
-
-    return E.reduce([kh, kw], U.const(dt, 0), dt, body, _mac(E, dt))
-
-
 # ---- scatters -----------------------------------------------------------------------------------
 
 @elemental("take_add")
@@ -832,6 +672,6 @@ def lowering_for(node):
 
 
 from . import lowering_detection  # noqa: E402,F401
-from . import lowering_pool  # noqa: E402,F401
+from . import lowering_pool  # noqa: E402,F401  (pooling and its gradients)
 from . import lowering_random  # noqa: E402,F401
 from . import lowering_sort  # noqa: E402,F401
