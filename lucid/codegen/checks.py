@@ -103,19 +103,17 @@ def record(E, node, bad):
     b.store(b.or_(b.load(state.acc), flag), state.acc)
 
 
-def flush(module):
-    """Before every return of every function that recorded: OR its accumulator into the
-    status word (once per call: per chunk of rows on the thread pool)."""
-    used = False
-    for function in module.functions:
+def flush(functions):
+    """Before every return of each of `functions` that recorded: OR its accumulator into
+    the status word (once per call: per chunk of rows on the thread pool)."""
+    for function in functions:
         state = getattr(function, "_lucid_checks", None)
         if state is None or state.acc is None or getattr(state, "flushed", False):
             continue
-        state.flushed = used = True
+        state.flushed = True
         for block in function.blocks:
             term = block.terminator
             if isinstance(term, ir.Ret):
                 b = ir.IRBuilder(block)
                 b.position_before(term)
                 b.atomic_rmw("or", state.status, b.load(state.acc), "monotonic")
-    return used

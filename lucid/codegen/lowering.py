@@ -16,6 +16,7 @@ import numpy as np
 from ..dtypes import bool_
 from ..errors import CompileError
 from . import irutil as U
+from . import mathlib
 from .checks import record as record_index_error
 from .elemental import float_suffix
 
@@ -63,7 +64,7 @@ def _math(name):
     return rule
 
 
-MATH_OPS = ("exp", "log", "tanh", "sigmoid", "erf", "gelu")  # long dependency chains (lucid.codegen.mathlib)
+MATH_OPS = mathlib.KINDS  # also what makes a loop body a long dependency chain
 for _op in MATH_OPS:
     ELEMENTAL[_op] = _math(_op)
 

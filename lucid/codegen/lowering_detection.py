@@ -120,7 +120,8 @@ def _clip_boxes(E, node, idx):
 
 class _Roi:
     """The geometry of RoI k shared by roi_align and its adjoint: the batch index (clamped;
-    `ok` says whether it was in range: the kernels record it, lucid.codegen.checks), the top-left corner and the bin sizes."""
+    `ok` says whether it was in range, which the kernels record: lucid.codegen.checks),
+    the top-left corner and the bin sizes."""
 
     def __init__(self, E, rois, k, attrs, n, dt):
         b = E.b

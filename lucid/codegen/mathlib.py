@@ -34,11 +34,10 @@ erf   f32: x*P(u)/Q(u), u = min(x^2, 16) (erf rounds to +-1 beyond 3.92), a
       one division, no branch (interleaved by the loop, Horner's fewer operations beat
       Estrin's shorter chains). Its fit error is 2.5e-8; the float32 rounding of P and Q
       (relative to their own binades, while just below 1 the result's ulp is 2^-24) makes
-      up the rest of the 5.2 ulp. An
-      earlier form (x*P(x^2) below 1, 1 - erfc rational above, both computed and selected)
-      reached 1.04 ulp with twice the operations: in a fused kernel such as
-      gelu(x*w + b) over 16M values that made the kernel compute-bound at 3.4x a copy,
-      this one 2x faster. 5.2 ulp is 3.1e-7 relative, within torch.testing's float32
+      up the rest of the 5.2 ulp. An earlier form (x*P(x^2) below 1, 1 - erfc rational
+      above, both computed and selected) reached 1.04 ulp with twice the operations: it
+      made a fused gelu(x*w + b) over 16M values compute-bound at 3.4x a copy; this one is
+      2x faster. 5.2 ulp is 3.1e-7 relative, within torch.testing's float32
       tolerance (1.3e-6) and the accuracy of XLA's float32 erf (the same clamped-rational
       shape). f64: |x| < 1: x*P(x^2), P deg 11 (leading coefficient split in hi + lo).
       |x| >= 1: 1 - erfc(|x|) with erfc(z) = exp(-z^2) * T(t) / (z + K),  t = (z - K)/(z + K),
@@ -204,21 +203,6 @@ class _Body:
             p = self.fma(p, u, self.c(ck))
         return p
 
-    def estrin(self, coeffs, u):
-        """The polynomial by Estrin's scheme: pairs c0 + c1*u, then powers u^2, u^4, ...
-
-        A dependency chain of about log2(degree) fmas instead of Horner's `degree`: on a
-        core whose out-of-order window holds few 256-bit operations (AMD Zen 1 splits
-        them in two), the latency of a long chain, not the operation count, sets the speed."""
-        terms = [self.fma(self.c(coeffs[k + 1]), u, self.c(coeffs[k])) if k + 1 < len(coeffs)
-                 else self.c(coeffs[k]) for k in range(0, len(coeffs), 2)]
-        power = u
-        while len(terms) > 1:
-            power = self.mul(power, power)
-            terms = [self.fma(terms[k + 1], power, terms[k]) if k + 1 < len(terms) else terms[k]
-                     for k in range(0, len(terms), 2)]
-        return terms[0]
-
 
 # ---- bodies (shared by the functions that compose them) ----------------------------------
 def _bits(dtype, v):
@@ -346,38 +330,38 @@ def _erf_f32(b, x):
 
     Odd by construction (erf(-0) = -0, tiny x gives 2x/sqrt(pi) rounded once); a NaN
     passes the ordered-compare clamps and stays NaN."""
-    u = b.mul(x, x)
-    u = b.select(b.cmp("ogt", u, b.c(16.0)), b.c(16.0), u)
+    return _scaled_erf_f32(b, x, 1.0, 1.0)
+
+
+def _scaled_erf_f32(b, x, c, s):
+    """s*erf(c*x) by erf's rational with c and s folded into its coefficients (u = x^2 is
+    clamped at 16/c^2, the result at +-s): the scaling costs no operation."""
     num, den = _COEFFS["erf_rational", "f32"]
+    num = [s * c * a * (c * c) ** k for k, a in enumerate(num)]
+    den = [a * (c * c) ** k for k, a in enumerate(den)]
+    u = b.mul(x, x)
+    u = b.select(b.cmp("ogt", u, b.c(16.0 / (c * c))), b.c(16.0 / (c * c)), u)
     r = b.div(b.mul(x, b.horner(num, u)), b.horner(den, u))
-    r = b.select(b.cmp("ogt", r, b.c(1.0)), b.c(1.0), r)
-    return b.select(b.cmp("olt", r, b.c(-1.0)), b.c(-1.0), r)
+    r = b.select(b.cmp("ogt", r, b.c(s)), b.c(s), r)
+    return b.select(b.cmp("olt", r, b.c(-s)), b.c(-s), r)
 
 
 def _gelu(b, x):
-    """x*Phi(x) = x*(1/2 + erf(x/sqrt2)/2). f32: erf's rational with the 1/sqrt2 and the 1/2
-    folded into its coefficients (scaled by powers of two, exactly, and once by 1/sqrt2):
-    r = x*P'(u)/Q'(u) = erf(x/sqrt2)/2 with u = min(x^2, 32), clamped to [-1/2, 1/2], and
-    gelu = x*(1/2 + r): two operations fewer than the composition. x is first raised to
-    -1e30 at least, so -inf gives -1e30 * (1/2 - 1/2) = -0, the limit. f64: the same
-    composition over the float64 erf."""
+    """x*Phi(x) = x*(1/2 + erf(x/sqrt2)/2). f32: r = erf(x/sqrt2)/2 by `_scaled_erf_f32`
+    (u = min(x^2, 32), r clamped to [-1/2, 1/2]), gelu = x*(1/2 + r): two operations fewer
+    than the composition. x is first raised to -1e30 at least, so -inf gives
+    -1e30 * (1/2 - 1/2) = -0, the limit. f64: the same composition over the float64 erf."""
     if b.dtype == "f64":
         xc = b.select(b.cmp("olt", x, b.c(-1e300)), b.c(-1e300), x)
         e = _erf_f64(b, b.mul(xc, b.c(0.7071067811865476)))
         return b.mul(xc, b.fma(e, b.c(0.5), b.c(0.5)))
-    num, den = _COEFFS["erf_rational", "f32"]
-    num = [0.5 * c * 0.7071067811865476 * 0.5 ** k for k, c in enumerate(num)]
-    den = [c * 0.5 ** k for k, c in enumerate(den)]
     xc = b.select(b.cmp("olt", x, b.c(-1e30)), b.c(-1e30), x)
-    u = b.mul(xc, xc)
-    u = b.select(b.cmp("ogt", u, b.c(32.0)), b.c(32.0), u)
-    r = b.div(b.mul(xc, b.horner(num, u)), b.horner(den, u))
-    r = b.select(b.cmp("ogt", r, b.c(0.5)), b.c(0.5), r)
-    r = b.select(b.cmp("olt", r, b.c(-0.5)), b.c(-0.5), r)
+    r = _scaled_erf_f32(b, xc, 0.7071067811865476, 0.5)
     return b.mul(xc, b.add(r, b.c(0.5)))
 
 
 _BODIES = {"exp": _exp, "log": _log, "tanh": _tanh, "sigmoid": _sigmoid, "erf": _erf, "gelu": _gelu}
+KINDS = tuple(_BODIES)  # the ops the library defines, by op name (lucid.codegen.lowering lowers them)
 
 
 def functions(dtype="f32"):

@@ -16,7 +16,6 @@ import itertools
 import sys
 import threading
 import time
-from types import SimpleNamespace
 
 import llvmlite.ir as ir
 import numpy as np
@@ -109,7 +108,7 @@ class _ModuleBuilder:
         # Only this kernel's functions can have unflushed checks: walking the whole
         # module's function list once per kernel is quadratic over a training step's.
         added = itertools.islice(self.module.globals.values(), known, None)
-        checks.flush(SimpleNamespace(functions=[f for f in added if isinstance(f, ir.Function)]))
+        checks.flush(f for f in added if isinstance(f, ir.Function))
         return name
 
     def _kernel_body(self, name, fn, anchored):
@@ -361,10 +360,11 @@ def output_slots(graph):
 
 
 def emit_module(graph, name, entry_name, plan, output_slot):
-    """LLVM IR text of the graph's kernels and its entry function `entry_name`
-    (math functions linked in; `lucid_sgemm` and `lucid_parallel_for` only declared;
-    the entry returns an i32 status, lucid.codegen.checks); also the number of distinct kernels and the scratch floats they need. The JIT
-    (NativeProgram) and the AOT exporter (lucid.codegen.aot) both build on it."""
+    """LLVM IR text of the graph's kernels and its entry function `entry_name` (math
+    functions linked in; `lucid_sgemm` and `lucid_parallel_for` only declared; the entry
+    returns an i32 status, lucid.codegen.checks); also the number of distinct kernels and
+    the scratch floats they need. The JIT (NativeProgram) and the AOT exporter
+    (lucid.codegen.aot) both build on it."""
     mb = _ModuleBuilder(name, entry_name)
     steps = [(node, mb.kernel(fn), operands, fn) for node, fn, operands in kernels_of(graph)]
 

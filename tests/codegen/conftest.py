@@ -11,3 +11,20 @@ def threads(request):
     runtime.set_num_threads(request.param)
     yield request.param
     runtime.set_num_threads(before)
+
+
+def _module_text(fn, *arrays):
+    """The LLVM IR text lucid emits for `fn` traced on `arrays` (optimised at level 2)."""
+    import lucid
+    from lucid.codegen.program import emit_module, output_slots
+    from lucid.ir.passes import PassManager
+    from lucid.ir.passes.pipelines import pipeline
+
+    graph = PassManager(pipeline(2)).run(lucid.trace(fn, *[lucid.tensor(a) for a in arrays]))
+    return emit_module(graph, "m", "lucid_entry_t", graph.meta["memory"], output_slots(graph))[0]
+
+
+@pytest.fixture
+def module_text():
+    """`module_text(fn, *arrays)`: the module's IR text, for tests of what is emitted."""
+    return _module_text

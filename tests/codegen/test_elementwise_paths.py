@@ -141,20 +141,11 @@ def test_erf_coefficients_come_from_the_documented_rational_fit():
     assert err < 3e-8
 
 
-def _module_text(fn, *arrays):
-    from lucid.codegen.program import emit_module, output_slots
-    from lucid.ir.passes import PassManager
-    from lucid.ir.passes.pipelines import pipeline
-
-    graph = PassManager(pipeline(2)).run(lucid.trace(fn, *[lucid.tensor(a) for a in arrays]))
-    return emit_module(graph, "m", "lucid_entry_t", graph.meta["memory"], output_slots(graph))[0]
-
-
-def test_loops_with_transcendentals_ask_for_interleaving_and_others_do_not():
+def test_loops_with_transcendentals_ask_for_interleaving_and_others_do_not(module_text):
     import llvmlite.binding as binding
 
     x = np.ones((4, 100), np.float32)
-    text = _module_text(lambda t: F.gelu(t * 1.3 - 0.2), x)
+    text = module_text(lambda t: F.gelu(t * 1.3 - 0.2), x)
     loop_ids = re.findall(r"^(!\d+) = distinct !\{ ?(!\d+), (!\d+) ?\}", text, re.M)
     assert loop_ids and all(a == b for a, b, _ in loop_ids), "a loop ID must refer to itself"
     counts = {m for _, _, m in loop_ids}
@@ -162,7 +153,7 @@ def test_loops_with_transcendentals_ask_for_interleaving_and_others_do_not():
                for m in counts)
     assert re.search(r"br label %[\w.\"]+, !llvm.loop !\d+", text)
     binding.parse_assembly(text).verify()
-    plain = _module_text(lambda t: t * 1.3 - 0.2, x)
+    plain = module_text(lambda t: t * 1.3 - 0.2, x)
     assert "llvm.loop" not in plain and "lucid.loop.id" not in plain
 
 
@@ -194,6 +185,6 @@ def test_reductions_of_a_buffer_over_adjacent_axes_match_numpy(shape, axes, keep
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
-def test_a_bias_gradient_sum_runs_over_the_merged_spatial_axes():
-    text = _module_text(lambda t: lucid.sum(t, axis=(0, 2, 3)), np.ones((8, 64, 14, 14), np.float32))
+def test_a_bias_gradient_sum_runs_over_the_merged_spatial_axes(module_text):
+    text = module_text(lambda t: lucid.sum(t, axis=(0, 2, 3)), np.ones((8, 64, 14, 14), np.float32))
     assert re.search(r"icmp slt i64 %\"?r1\"?, 196", text), "the H*W run should be one loop of 196"
