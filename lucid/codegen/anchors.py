@@ -35,6 +35,7 @@ from . import irutil as U
 from .elemental import Elemental
 
 SGEMM = "lucid_sgemm"
+SGEMM_PACKED = SGEMM + ".packed_a"  # the same, A given in gemm.pack_a's layout
 GEMM_OPS = ("conv2d", "matmul", "conv2d_weight_grad", "conv_transpose2d")
 _TILE_FN = ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64, U.I64, U.I64])
 _SGEMM_TYPE = ir.FunctionType(U.VOID, [U.I64, U.I64, U.I64, U.F32.as_pointer(), U.I64, U.F32.as_pointer(),
@@ -89,6 +90,27 @@ def anchor_of(fn):
     return head
 
 
+def prepacked_input(fn):
+    """The position of the input of `fn` a compiled program may give pre-packed: a conv2d
+    anchor's weight (the gemm's A, W[O, C*kh*kw]), laid out once by `pack_weight` instead
+    of by the gemm on every call. None for other kernels."""
+    head = anchor_of(fn)
+    if head is None or head.op != "conv2d":
+        return None
+    w = head.inputs[1]
+    if head.inputs[0] is w or any(w in n.inputs for n in fn.compute_nodes if n is not head):
+        return None  # the same buffer is read as a plain array too
+    return fn.inputs.index(w)
+
+
+def pack_weight(w):
+    """A conv2d weight (O, C, kh, kw) in the gemm's packed-A layout (gemm.pack_a)."""
+    from .gemm import pack_a
+
+    w = np.asarray(w, dtype=np.float32)
+    return pack_a(w.reshape(w.shape[0], -1))
+
+
 def scratch_floats(fn):
     """How many floats of scratch the kernel of `fn` needs (patch matrices, transposes)."""
     head = anchor_of(fn)
@@ -116,11 +138,17 @@ def _is_pointwise_conv(node):
     return (w.type.shape[2:] == (1, 1) and node.attrs["stride"] == (1, 1) and node.attrs["padding"] == (0, 0))
 
 
+def _declared(module, name):
+    return module.globals.get(name) or ir.Function(module, _SGEMM_TYPE, name)
+
+
 def emit(mb, name, fn, scratch_index):
     """Define the kernel @name(i8** args) for an anchored group; returns nothing."""
     head = anchor_of(fn)
     module = mb.module
-    sgemm = module.globals.get(SGEMM) or ir.Function(module, _SGEMM_TYPE, SGEMM)
+    sgemm = _declared(module, SGEMM)
+    if head.op == "conv2d" and head.inputs[1] in mb.packed_inputs:
+        sgemm = _declared(module, SGEMM_PACKED)  # the weight comes pre-packed (pack_weight)
     kernel = ir.Function(module, ir.FunctionType(U.VOID, [U.I8P.as_pointer()]), name)
     kernel.linkage = "internal"
     b = ir.IRBuilder(kernel.append_basic_block("entry"))

@@ -81,6 +81,11 @@ B as an N x K row-major matrix, e.g. a linear layer's weight for `x @ W.T`):
         With a BlockEpilogue the epilogue params are (tile_fn, tile_ctx): a native callback
         run on each finished block of C (see BlockEpilogue; lucid_sgemm, the gemm compiled
         graphs call, is built this way).
+    void @name.packed_a(<the same arguments>)
+        The same product with A given in `pack_a`'s panel layout (lda unused; trans_a
+        does not apply): each block of A is read where it lies instead of being packed
+        into the thread's buffer, and the few-rows path is not taken. Compiled programs
+        call it for convolutions whose weight is a constant (packed once, at build time).
     void @name.batched(i64 batch, i64 M, i64 N, i64 K, float* A, i64 strideA, i64 lda,
                        float* B, i64 strideB, i64 ldb, float* C, i64 strideC, i64 ldc,
                        float* bias_or_null, <epilogue params>...)
@@ -401,8 +406,9 @@ class _Gen:
         self.epi_names = ["bias"] + [n for n, _ in self.epi.params]
         # ctx struct: base params, then the per-block state, then the epilogue params
         self.fields = [n for n, _ in _BASE_PARAMS[:-1]] \
-            + ["Bp", "jc", "nc", "pc", "kc", "by_rows", "units", "grain", "next", "whole"] + self.epi_names
-        types = [t for _, t in _BASE_PARAMS[:-1]] + [F32P] + [I64] * 9 \
+            + ["Bp", "jc", "nc", "pc", "kc", "by_rows", "units", "grain", "next", "whole", "apacked"] \
+            + self.epi_names
+        types = [t for _, t in _BASE_PARAMS[:-1]] + [F32P] + [I64] * 10 \
             + [F32P] + [t for _, t in self.epi.params]
         self.ctx_t = ir.LiteralStructType(types)
         self.fma = _declare(self.m, "llvm.fma.v8f32", V8, [V8, V8, V8])
@@ -704,12 +710,14 @@ class _Gen:
         abuf.align = ALIGN
         ap0 = b.bitcast(abuf, F32P)
         c = self._ctx(b, a["ctx"], ["M", "K", "A", "lda", "C", "ldc", "Bp", "jc", "nc", "pc", "kc",
-                                    "by_rows", "units", "grain", "whole"] + self.epi_names)
+                                    "by_rows", "units", "grain", "whole", "apacked"] + self.epi_names)
         nextp = b.gep(b.bitcast(a["ctx"], self.ctx_t.as_pointer()),
                       [ir.Constant(I32, 0), ir.Constant(I32, self.fields.index("next"))], inbounds=True)
         by_rows = b.icmp_signed("!=", c["by_rows"], _i64(0))
         npan = _ceil_div(b, c["nc"], NR)
         whole = b.icmp_signed("!=", c["whole"], _i64(0))
+        apacked = b.icmp_signed("!=", c["apacked"], _i64(0))
+        mp = b.mul(_ceil_div(b, c["M"], MR), _i64(MR))  # rows of a pre-packed A, padded to panels
         # the K blocks this task runs: all of them (whole), else the driver's current one
         pc_start = b.select(whole, _i64(0), c["pc"])
         pc_stop = b.select(whole, c["K"], b.add(c["pc"], _i64(1)))
@@ -728,9 +736,18 @@ class _Gen:
             last = b.icmp_signed(">=", b.add(pc, kc), c["K"])
             bblock = b.select(whole, b.gep(c["Bp"], [b.mul(pc, b.mul(npan, _i64(NR)))], inbounds=True), c["Bp"])
             mc = _min(b, _i64(MC), b.sub(r1, ic))
-            ars, aks = self._a_strides(c["lda"])
-            asrc = b.gep(c["A"], [b.add(b.mul(ic, ars), b.mul(pc, aks))], inbounds=True)
-            self._pack_a(b, ap0, asrc, c["lda"], mc, kc)
+            with b.if_else(apacked) as (given, pack):
+                with given:  # pre-packed (pack_a): the K block at pc * Mp, its rows' panels at ic * kc
+                    pre = b.gep(c["A"], [b.add(b.mul(pc, mp), b.mul(ic, kc))], inbounds=True)
+                    given_block = b.block
+                with pack:
+                    ars, aks = self._a_strides(c["lda"])
+                    asrc = b.gep(c["A"], [b.add(b.mul(ic, ars), b.mul(pc, aks))], inbounds=True)
+                    self._pack_a(b, ap0, asrc, c["lda"], mc, kc)
+                    pack_block = b.block
+            ablock = b.phi(F32P, name="ablock")
+            ablock.add_incoming(pre, given_block)
+            ablock.add_incoming(ap0, pack_block)
             with _Loop(b, p0, p1, name="jp") as jp:
                 jr = b.mul(jp, _i64(NR))
                 nr = _min(b, _i64(NR), b.sub(c["nc"], jr))
@@ -740,7 +757,7 @@ class _Gen:
                     mr = _min(b, _i64(MR), b.sub(mc, ir_))
                     row = b.add(ic, ir_)
                     cp = b.gep(c["C"], [b.add(b.mul(row, c["ldc"]), col)], inbounds=True)
-                    apanel = b.gep(ap0, [b.mul(ir_, kc)], inbounds=True)
+                    apanel = b.gep(ablock, [b.mul(ir_, kc)], inbounds=True)
                     kargs = [kc, apanel, bpanel, cp, c["ldc"], mr, nr, row, col, first, last] + epi
                     with b.if_else(b.icmp_signed(">", nr, _i64(VW))) as (wide, narrow):
                         with wide:
@@ -909,8 +926,10 @@ class _Gen:
                 b.call(task, [raw, _i64(0), n])
 
     def driver(self, name, pack_b, compute, direct):
-        f, a = _fn(self.m, name, self.params, linkage=None)
+        """@name.drive(<params>, i64 apacked): the whole product; A pre-packed if apacked."""
+        f, a = _fn(self.m, name + ".drive", self.params + (("apacked", I64),))
         f.attributes.add("nounwind")
+        f.attributes.add("noinline")
         b = ir.IRBuilder(f.append_basic_block("entry"))
         M, N, K = a["M"], a["N"], a["K"]
         with b.if_then(b.or_(b.icmp_signed("<=", M, _i64(0)), b.icmp_signed("<=", N, _i64(0)))):
@@ -927,6 +946,7 @@ class _Gen:
         for n in self.epi_names:
             put(n, a[n])
         put("next", _i64(0))
+        put("apacked", a["apacked"])
         # threads: the pool's count for products big enough to repay a fork-join, else one
         if self.parallel:
             flops = b.mul(b.mul(M, N), b.mul(b.select(b.icmp_signed(">", K, _i64(1)), K, _i64(1)), _i64(2)))
@@ -943,7 +963,8 @@ class _Gen:
             return b.sdiv(b.add(units, b.sub(claims, _i64(1))), claims)
 
         if direct is not None:  # few rows: no packing, one pass over B (rows contiguous)
-            with b.if_then(b.icmp_signed("<=", M, _i64(DIRECT_M))):
+            few = b.and_(b.icmp_signed("<=", M, _i64(DIRECT_M)), b.icmp_signed("==", a["apacked"], _i64(0)))
+            with b.if_then(few):
                 units = _ceil_div(b, N, ROW_GROUP)
                 put("units", units)
                 put("grain", _min(b, grain_for(units), _i64(ROW_CHUNK // ROW_GROUP)))
@@ -1062,6 +1083,14 @@ class _Gen:
         b.ret_void()
         return f
 
+    def entry(self, name, drive, apacked):
+        """The public @name: the driver with A given as a matrix (0) or pre-packed (1)."""
+        f, a = _fn(self.m, name, self.params, linkage=None)
+        b = ir.IRBuilder(f.append_basic_block("entry"))
+        b.call(drive, [a[n] for n, _ in self.params] + [_i64(apacked)])
+        b.ret_void()
+        return f
+
     def batched(self, one):
         bp = (("batch", I64), ("M", I64), ("N", I64), ("K", I64), ("A", F32P), ("sA", I64), ("lda", I64),
               ("B", F32P), ("sB", I64), ("ldb", I64), ("C", F32P), ("sC", I64), ("ldc", I64),
@@ -1117,7 +1146,9 @@ class _Gen:
         compute = self.m.get_global(self.name + ".compute")
         self.epi_rows = None if self.epi._emit is None or self.trans_b else self.epilogue_rows()
         direct = None if self.trans_b else self.rows_task([self.row_kernel(m) for m in range(1, DIRECT_M + 1)])
-        one = self.driver(self.name, pack_b, compute, direct)
+        drive = self.driver(self.name, pack_b, compute, direct)
+        one = self.entry(self.name, drive, 0)
+        self.entry(self.name + ".packed_a", drive, 1)
         self.batched(one)
         return self.m
 
@@ -1161,7 +1192,8 @@ def _ctype(t):
 
 
 def compiled(epilogue=None, parallel=True, trans_a=False, trans_b=False):
-    """(single, batched) ctypes functions of the gemm for `epilogue`, JIT-compiled once."""
+    """(single, batched, packed_a) ctypes functions of the gemm for `epilogue`, JIT-compiled
+    once."""
     epilogue = epilogue or NONE
     key = (id(epilogue), bool(parallel), bool(trans_a), bool(trans_b))
     hit = _compiled.get(key)
@@ -1175,8 +1207,31 @@ def compiled(epilogue=None, parallel=True, trans_a=False, trans_b=False):
         one = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, L, P, L, P, *extra)(mod.address(name))
         many = ctypes.CFUNCTYPE(None, L, L, L, L, P, L, L, P, L, L, P, L, L, P, *extra)(
             mod.address(name + ".batched"))
-        hit = _compiled[key] = (epilogue, mod, one, many)
-    return hit[2], hit[3]
+        packed = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, L, P, L, P, *extra)(mod.address(name + ".packed_a"))
+        hit = _compiled[key] = (epilogue, mod, one, many, packed)
+    return hit[2:]
+
+
+def pack_a(a):
+    """A (M x K, float32) laid out as the gemm's packed entry (`@name.packed_a`) reads it:
+    K blocks of KC columns one after another; in each, 6-row panels (rows past M zero),
+    each panel k-major: block pc holds Ap[pc*Mp + q*6*kc + k*6 + i] = A[6q + i, pc + k],
+    Mp = M rounded up to 6. The layout the micro-kernel would otherwise pack per call
+    (`_pack_a`); a constant weight packed once (lucid.codegen.program) skips that work.
+    VW zeros follow the last panel (the one-column kernel reads 8 floats of a 6-float step)."""
+    a = np.asarray(a, dtype=np.float32)
+    if a.ndim != 2:
+        raise ShapeError(f"gemm.pack_a: A must be a matrix, got shape {a.shape}")
+    m, k = a.shape
+    mp = -(-m // MR) * MR
+    rows = np.zeros((mp, k), np.float32)
+    rows[:m] = a
+    out = np.zeros(mp * k + VW, np.float32)
+    for pc in range(0, k, KC):
+        kc = min(KC, k - pc)
+        block = rows[:, pc:pc + kc].reshape(mp // MR, MR, kc).transpose(0, 2, 1)
+        out[pc * mp:(pc + kc) * mp] = block.ravel()
+    return out
 
 
 def _check(x, what):
@@ -1204,14 +1259,16 @@ def _batch3(x, batch):
     return np.broadcast_to(x, batch + x.shape[-2:]).reshape((-1,) + x.shape[-2:])
 
 
-def matmul(a, b, bias=None, epilogue=None, args=(), out=None, parallel=True):
+def matmul(a, b, bias=None, epilogue=None, args=(), out=None, parallel=True, prepack_a=False):
     """epilogue(a @ b) for float32 arrays through the JIT-compiled kernel (tests, benchmarks).
 
     a is (..., M, K), b is (..., K, N) with broadcastable batch dimensions. Operands whose
     rows or columns are contiguous (strided slices, transposed views such as `w.T`) are
     used in place (the latter through the trans_a / trans_b kernels), others are copied.
     `bias` (N,) is passed to the epilogue (BIAS and BIAS_RELU read it); `args` are the
-    epilogue's extra params (numpy arrays are passed by address)."""
+    epilogue's extra params (numpy arrays are passed by address). `prepack_a` (a 2-d `a`
+    only) packs A first (`pack_a`) and calls the packed entry, as compiled graphs do for
+    constant weights."""
     a, b = _check(a, "a"), _check(b, "b")
     M, K = a.shape[-2:]
     K2, N = b.shape[-2:]
@@ -1241,8 +1298,13 @@ def matmul(a, b, bias=None, epilogue=None, args=(), out=None, parallel=True):
     in_place = not tc and cw is c and np.may_share_memory(c, out)
     if not in_place:  # `out` has no unit column stride: compute into a temporary
         cw, ldc = np.empty(c.shape, np.float32), max(1, N)
-    one, many = compiled(epilogue, parallel, ta, tb)
-    if not batch:
+    one, many, packed = compiled(epilogue, parallel, ta, tb)
+    if prepack_a:
+        if batch:
+            raise ShapeError(f"gemm.matmul: prepack_a takes a 2-d a, got shape {a.shape}")
+        ap = pack_a(a)
+        packed(M, N, K, ap.ctypes.data, K, b.ctypes.data, ldb, cw.ctypes.data, ldc, bptr, *extra)
+    elif not batch:
         one(M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, cw.ctypes.data, ldc, bptr, *extra)
     else:
         stride = lambda x: x.strides[0] // 4 if x.shape[0] > 1 else 0

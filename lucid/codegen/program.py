@@ -81,6 +81,7 @@ class _ModuleBuilder:
         self.scratch_floats = 0
         self.scratch_users = set()  # kernels whose argument table holds the scratch buffer
         self._status_slot = None  # while a kernel is emitted: its table's status-word slot
+        self.packed_inputs = set()  # while a kernel is emitted: its inputs given pre-packed
 
     def runtime_parallel_for(self):
         if self.parallel_for is None:
@@ -90,8 +91,10 @@ class _ModuleBuilder:
         return self.parallel_for
 
     # ---- one kernel -------------------------------------------------------------------------
-    def kernel(self, fn):
-        key = _kernel_key(fn)
+    def kernel(self, fn, packed=()):
+        """The kernel function's name for `fn` (built once per distinct text); `packed`: the
+        positions of inputs given pre-packed (anchors.prepacked_input)."""
+        key = (_kernel_key(fn), tuple(packed))
         name = self.kernel_names.get(key)
         if name is not None:
             return name
@@ -101,10 +104,12 @@ class _ModuleBuilder:
         # argument table: output, inputs, [scratch], status word (see lucid.codegen.checks)
         self._status_slot = len(fn.inputs) + 1 + (1 if anchored else 0)
         known = len(self.module.globals)
+        self.packed_inputs = {fn.inputs[k] for k in packed}
         try:
             self._kernel_body(name, fn, anchored)
         finally:
             self._status_slot = None
+            self.packed_inputs = set()
         # Only this kernel's functions can have unflushed checks: walking the whole
         # module's function list once per kernel is quadratic over a training step's.
         added = itertools.islice(self.module.globals.values(), known, None)
@@ -159,10 +164,11 @@ class _ModuleBuilder:
         b.ret_void()
 
     # ---- the entry function -------------------------------------------------------------------
-    def entry(self, graph, steps, buffer_of, output_slot):
+    def entry(self, graph, steps, buffer_of, output_slot, packed=()):
         """i32 @entry(inputs, outputs, params, arena, scratch): runs the kernels in order;
         returns 0, or at the first kernel that met an out-of-range index, the status code
-        of lucid.codegen.checks (the outputs are then not valid)."""
+        of lucid.codegen.checks (the outputs are then not valid). `packed` names the params
+        whose pre-packed copies follow the graph's params in the params table."""
         fnty = ir.FunctionType(U.I32, [U.I8P.as_pointer()] * 3 + [U.I8P, U.I8P])
         entry = ir.Function(self.module, fnty, self.entry_name)
         # Straight-line calls, one per step, thousands in a training step: the optimiser
@@ -192,14 +198,19 @@ class _ModuleBuilder:
         # One argument table, refilled for each kernel (calls are sequential): an alloca per
         # step made the entry block thousands of allocas long, and placing each of them
         # (llvmlite finds the insertion point by a list search) quadratic.
-        width = max([len(operands) + 3 for _, _, operands, _ in steps] or [2])
+        width = max([len(step[2]) + 3 for step in steps] or [2])
         args = b.alloca(ir.ArrayType(U.I8P, width), name="args")
-        for step, (node, kernel_name, operands, fn) in enumerate(steps):
+        packed_pos = {name: len(param_pos) + k for k, name in enumerate(packed)}
+        for step, (node, kernel_name, operands, fn, packed_at) in enumerate(steps):
             kernel = self.module.globals[kernel_name]
             extra = 1 if kernel_name in self.scratch_users else 0
             slots = [node] + operands
             for k, n in enumerate(slots):
-                b.store(pointer(n), b.gep(args, [U.i64(0), U.i64(k)]))
+                if k - 1 in packed_at:
+                    p = b.load(b.gep(params, [U.i64(packed_pos[n.name])]))
+                else:
+                    p = pointer(n)
+                b.store(p, b.gep(args, [U.i64(0), U.i64(k)]))
             if extra:
                 b.store(scratch, b.gep(args, [U.i64(0), U.i64(len(slots))]))
             b.store(status_arg, b.gep(args, [U.i64(0), U.i64(len(slots) + extra)]))
@@ -232,7 +243,8 @@ class NativeProgram:
         for k, o in enumerate(graph.outputs):
             if o.op not in SOURCE_OPS:
                 self.output_slot.setdefault(o, k)
-        self.key = cache.program_key(str(graph) + f"\n; arena {plan.arena_size}")
+        self.packed = prepacked_params(graph)
+        self.key = cache.program_key(str(graph) + f"\n; arena {plan.arena_size}\n; packed {self.packed}")
         self.entry_name = f"lucid_entry_{self.key[:16]}"
         loaded = _LOADED.get(self.key)
         data = cache.load(self.key) if use_cache and loaded is None else None
@@ -264,7 +276,23 @@ class NativeProgram:
         self._arena_ptr = (self._arena.ctypes.data + 63) // 64 * 64
         self._lock = threading.Lock()
         self._param_nodes = graph.param_nodes
+        self._packs = {}  # param name -> (the array packed, its packed copy); see _packed
+        for name in self.packed:
+            if name in graph.params:
+                self._packed(name, graph.params[name])
         self._out_pool = {}  # output slot -> arrays of earlier calls (see _output_arrays)
+
+    def _packed(self, name, arr):
+        """The packed copy of param `name` for this call's array (anchors.pack_weight).
+
+        Packed once, when the program is built, for the array the graph holds, and again
+        only when a call passes another array: a compiled model's frozen params are
+        compiled in (lucid.compiler rebuilds when one is reassigned), so packing them per
+        call, as the gemm would, is work done again for the same bytes."""
+        hit = self._packs.get(name)
+        if hit is None or hit[0] is not arr:
+            hit = self._packs[name] = (arr, anchors.pack_weight(arr))
+        return hit[1]
 
     def _output_arrays(self):
         """This call's output arrays: earlier calls' arrays that nobody references any more.
@@ -297,7 +325,8 @@ class NativeProgram:
         return ShapeError(hit[1])
 
     def _emit(self, graph, name, plan):
-        text, self.kernel_count, _ = emit_module(graph, name, self.entry_name, plan, self.output_slot)
+        text, self.kernel_count, _ = emit_module(graph, name, self.entry_name, plan, self.output_slot,
+                                                 self.packed)
         return text
 
     def run(self, inputs, params):
@@ -322,7 +351,9 @@ class NativeProgram:
             if arr.shape != node.type.shape:
                 raise ShapeError(f"param %{node.name} expects shape {node.type.shape}, got {arr.shape}")
             param_arrays.append(arr)
+        given = {node.name: params[node.name] for node in self._param_nodes}
         with self._lock:
+            param_arrays += [self._packed(name, given[name]) for name in self.packed]
             outs = self._output_arrays()
         in_table = _table(arrays)
         out_table = _table([a if a is not None else np.empty(0) for a in outs])
@@ -349,6 +380,19 @@ class NativeProgram:
         return result
 
 
+def prepacked_params(graph):
+    """Names of the params a compiled program gives its convolutions pre-packed (in graph
+    order): conv2d weights (anchors.prepacked_input) that the graph neither updates nor
+    marks mutable. A training step's weights change every call, so they stay plain."""
+    live = set(graph.meta.get("updates", ())) | set(graph.meta.get("mutable", ()))
+    names = []
+    for _, fn, operands in kernels_of(graph):
+        k = anchors.prepacked_input(fn)
+        if k is not None and operands[k].op == "param" and operands[k].name not in live:
+            names.append(operands[k].name)
+    return tuple(dict.fromkeys(names))
+
+
 def output_slots(graph):
     """Graph output node -> the slot of `outputs` the entry function writes it to (the
     first position it appears at; inputs, params and constants are not written)."""
@@ -359,20 +403,25 @@ def output_slots(graph):
     return slots
 
 
-def emit_module(graph, name, entry_name, plan, output_slot):
+def emit_module(graph, name, entry_name, plan, output_slot, packed=()):
     """LLVM IR text of the graph's kernels and its entry function `entry_name` (math
     functions linked in; `lucid_sgemm` and `lucid_parallel_for` only declared; the entry
     returns an i32 status, lucid.codegen.checks); also the number of distinct kernels and
     the scratch floats they need. The JIT (NativeProgram) and the AOT exporter
-    (lucid.codegen.aot) both build on it."""
+    (lucid.codegen.aot) both build on it. `packed`: names of params whose convolutions
+    read a pre-packed copy (anchors.pack_weight), passed after the params."""
     mb = _ModuleBuilder(name, entry_name)
-    steps = [(node, mb.kernel(fn), operands, fn) for node, fn, operands in kernels_of(graph)]
+    steps = []
+    for node, fn, operands in kernels_of(graph):
+        k = anchors.prepacked_input(fn)
+        packed_at = (k,) if k is not None and operands[k].op == "param" and operands[k].name in packed else ()
+        steps.append((node, mb.kernel(fn, packed_at), operands, fn, packed_at))
 
     def buffer_of(node):
         hit = plan.buffer_of(node)
         return None if hit is None else hit[0]
 
-    mb.entry(graph, steps, buffer_of, output_slot)
+    mb.entry(graph, steps, buffer_of, output_slot, packed)
     return _link_math(U.finish_loop_ids(str(mb.module))), len(mb.kernel_names), mb.scratch_floats
 
 

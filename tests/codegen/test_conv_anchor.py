@@ -96,3 +96,58 @@ def test_threads_agree():
         outs.append(lucid.compile(fn, threads=t)(*map(lucid.tensor, (x, w, r))).numpy())
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-4)
     assert runtime.get_num_threads() >= 1
+
+
+def _conv_module(case, rng):
+    n, c, h, wd, o, kh, kw, stride, padding, dilation = case
+    conv = lucid.nn.Conv2d(c, o, (kh, kw), stride=stride, padding=padding, dilation=dilation, bias=False)
+    conv.weight.data = rng.standard_normal((o, c, kh, kw)).astype(np.float32)
+    return conv, rng.standard_normal((n, c, h, wd)).astype(np.float32)
+
+
+@pytest.mark.parametrize("case", CASES[::2], ids=lambda c: "x".join(map(str, c[:5])) + f"_k{c[5]}{c[6]}")
+def test_frozen_weight_is_prepacked(case):
+    """A module's frozen conv weight is packed once when the program is built (the gemm's
+    packed entry reads it), and gives the reference's numbers, on 1 and 2 threads."""
+    rng = np.random.default_rng(7)
+    conv, x = _conv_module(case, rng)
+    stride, padding, dilation = case[7:]
+    ref = _ref_conv(x, conv.weight.numpy(), stride, padding, dilation)
+    for threads in (1, 2):
+        f = lucid.compile(conv, threads=threads)
+        _check(f(lucid.tensor(x)).numpy(), x, conv.weight.numpy(), ref)
+        program = f.builds[0].program
+        assert program.packed == ("weight",)
+
+
+def test_prepacked_weight_follows_a_new_array():
+    """A call with another array for the packed param packs that one (the program keys its
+    packed copy by the array it was made from); the old copy is not read again."""
+    rng = np.random.default_rng(3)
+    conv, x = _conv_module((2, 5, 9, 8, 7, 3, 3, (1, 1), (1, 1), (1, 1)), rng)
+    program = lucid.compile(conv)
+    program(lucid.tensor(x))
+    native = program.builds[0].program
+    w2 = rng.standard_normal(conv.weight.shape).astype(np.float32)
+    got = native.run([x], {"weight": w2})[0]
+    _check(got, x, w2, _ref_conv(x, w2, (1, 1), (1, 1), (1, 1)))
+    got = native.run([x], {"weight": conv.weight.numpy()})[0]
+    _check(got, x, conv.weight.numpy(), _ref_conv(x, conv.weight.numpy(), (1, 1), (1, 1), (1, 1)))
+
+
+def test_trained_weight_is_not_prepacked():
+    """A training step updates its conv weights every call: they stay plain arrays."""
+    rng = np.random.default_rng(5)
+    conv, x = _conv_module((2, 3, 8, 8, 4, 3, 3, (1, 1), (1, 1), (1, 1)), rng)
+    opt = lucid.optim.SGD(conv.parameters(), lr=0.1)
+
+    def step(t):
+        opt.zero_grad()
+        loss = (conv(t) ** 2).mean()
+        loss.backward()
+        opt.step()
+        return loss
+
+    f = lucid.compile(step)
+    f(lucid.tensor(x))
+    assert f.builds[-1].program.packed == ()

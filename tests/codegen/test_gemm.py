@@ -36,6 +36,41 @@ def test_shapes(rng, threads, shape):
     _close(gemm.matmul(a, b), a, b)
 
 
+# K blocks (KC = 256) with a short last one, rows past a 6-row panel and an MC block,
+# column panels of 16, 8 and 1, whole-B and per-block modes (N > NC)
+PACKED_SHAPES = [(1, 1, 1), (5, 513, 7), (6, 16, 256), (13, 33, 257), (150, 49, 1152), (64, 3136, 576),
+                 (2048, 49, 512), (7, 4100, 300)]
+
+
+@pytest.mark.parametrize("shape", PACKED_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_prepacked_a(rng, threads, shape):
+    """The packed entry reads A in pack_a's layout (a constant weight packed once) and gives
+    the same product and epilogue as the matrix entry, few rows (no direct path) included."""
+    a, b = _mats(rng, *shape)
+    bias = rng.standard_normal(shape[1]).astype(np.float32)
+    got = gemm.matmul(a, b, bias, gemm.BIAS_RELU, prepack_a=True)
+    _close(got, a, b, lambda y: np.maximum(y + bias, 0))
+    np.testing.assert_allclose(got, gemm.matmul(a, b, bias, gemm.BIAS_RELU), rtol=1e-5, atol=1e-5)
+
+
+def test_pack_a_layout(rng):
+    """pack_a's layout, element by element: block pc at pc*Mp, panel q, step k, row i."""
+    m, k = 8, 300
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    ap = gemm.pack_a(a)
+    mp = 12
+    assert ap.shape == (mp * k + gemm.VW,)
+    for pc, kc in ((0, 256), (256, 44)):
+        for q in range(2):
+            for kk in (0, 5, kc - 1):
+                for i in range(6):
+                    want = a[6 * q + i, pc + kk] if 6 * q + i < m else 0.0
+                    assert ap[pc * mp + q * 6 * kc + kk * 6 + i] == want
+    assert not ap[mp * k:].any()
+    with pytest.raises(gemm.ShapeError, match="pack_a"):
+        gemm.pack_a(np.zeros((2, 3, 4), np.float32))
+
+
 def test_few_rows_many_columns(rng, threads):
     """M <= 6 streams B row by row; column chunks with vector tails, K with remainders.
     (Products under PARALLEL_MIN_FLOPS run in one thread; (3001, 200) is above it.)"""
