@@ -93,11 +93,28 @@ def _together(calls):
     return time.perf_counter() - t0
 
 
+_module = []
+
+
+def _jit():
+    if not _module:
+        _module.append(jit(_ir(), "bench_cores"))
+    return _module[0]
+
+
+def fma_round(n_fma=20_000_000):
+    """One round of the fma loop: (seconds alone, seconds with both cores busy). Other
+    benchmarks interleave it with their own rounds (bench_native's 2 threads vs 1) to
+    quote the machine's ceiling under the same load."""
+    fma = _jit().cfunc("bench_cores_fma", ctypes.c_float, ctypes.c_int64, ctypes.c_float)
+    return _together([lambda: fma(n_fma, 0.5)]), _together([lambda: fma(n_fma, 0.5)] * 2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
-    module = jit(_ir(), "bench_cores")
+    module = _jit()
     fma = module.cfunc("bench_cores_fma", ctypes.c_float, ctypes.c_int64, ctypes.c_float)
     stream = module.cfunc("bench_cores_stream", None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
     n_fma = 20_000_000  # ~0.1 s of FMAs per call

@@ -35,7 +35,6 @@ from . import irutil as U
 from .elemental import Elemental
 
 SGEMM = "lucid_sgemm"
-SGEMM_PACKED = SGEMM + ".packed_a"  # the same, A given in gemm.pack_a's layout
 GEMM_OPS = ("conv2d", "matmul", "conv2d_weight_grad", "conv_transpose2d")
 _TILE_FN = ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64, U.I64, U.I64])
 _SGEMM_TYPE = ir.FunctionType(U.VOID, [U.I64, U.I64, U.I64, U.F32.as_pointer(), U.I64, U.F32.as_pointer(),
@@ -119,9 +118,7 @@ def scratch_floats(fn):
     if head.op == "conv2d":
         if _is_pointwise_conv(head):
             return 0
-        _, c, kh, kw = head.inputs[1].type.shape
-        oh, ow = head.type.shape[2:]
-        return c * kh * kw * oh * ow * min(head.type.shape[0], IMAGE_SLOTS)
+        return _patch_floats(head) * min(head.type.shape[0], IMAGE_SLOTS)
     if head.op == "conv2d_weight_grad":
         x, gy = head.inputs
         n, o = gy.type.shape[:2]
@@ -133,6 +130,17 @@ def scratch_floats(fn):
     return co * kh * kw * (ci + x.type.shape[2] * x.type.shape[3])
 
 
+def _patch_floats(head):
+    """Floats of one image's patch matrix in the packed-B layout: C*kh*kw rows of the
+    output's pixels rounded up to whole 16-column panels (a multiple of 16 floats, so
+    every image's slot of the scratch stays 64-byte aligned)."""
+    from .gemm import NR
+
+    _, c, kh, kw = head.inputs[1].type.shape
+    oh, ow = head.type.shape[2:]
+    return c * kh * kw * (-(-oh * ow // NR) * NR)
+
+
 def _is_pointwise_conv(node):
     w = node.inputs[1]
     return (w.type.shape[2:] == (1, 1) and node.attrs["stride"] == (1, 1) and node.attrs["padding"] == (0, 0))
@@ -142,13 +150,27 @@ def _declared(module, name):
     return module.globals.get(name) or ir.Function(module, _SGEMM_TYPE, name)
 
 
+def sgemm_entries():
+    """The names of the shared gemm's entry points (kernels call them; AOT links them)."""
+    from .gemm import PACKED_ENTRIES
+
+    return (SGEMM,) + tuple(SGEMM + sfx for sfx, _, _ in PACKED_ENTRIES)
+
+
+def _sgemm_entry(module, a_packed, b_packed):
+    """lucid_sgemm, or its entry taking A and / or B in the packed layouts (gemm.pack_a,
+    gemm.pack_b)."""
+    from .gemm import PACKED_ENTRIES
+
+    suffix = next((sfx for sfx, ap, bp in PACKED_ENTRIES if (ap, bp) == (a_packed, b_packed)), "")
+    return _declared(module, SGEMM + suffix)
+
+
 def emit(mb, name, fn, scratch_index):
     """Define the kernel @name(i8** args) for an anchored group; returns nothing."""
     head = anchor_of(fn)
     module = mb.module
     sgemm = _declared(module, SGEMM)
-    if head.op == "conv2d" and head.inputs[1] in mb.packed_inputs:
-        sgemm = _declared(module, SGEMM_PACKED)  # the weight comes pre-packed (pack_weight)
     kernel = ir.Function(module, ir.FunctionType(U.VOID, [U.I8P.as_pointer()]), name)
     kernel.linkage = "internal"
     b = ir.IRBuilder(kernel.append_basic_block("entry"))
@@ -264,7 +286,8 @@ _IMAGES_CTX = ir.LiteralStructType([U.I8P.as_pointer(), U.F32.as_pointer(), U.I6
 
 
 def _conv(mb, b, name, sgemm, head, leaves, outp, scratch, tile):
-    """Per image: im2col (unless 1x1 / stride 1), then the gemm with the fused epilogue.
+    """Per image: im2col (unless 1x1 / stride 1) into the gemm's packed-B layout, then the
+    gemm with the fused epilogue.
 
     A batch whose images split evenly over the threads (or has at least four per thread)
     runs whole images in parallel, each thread claiming images one at a time and running
@@ -276,9 +299,12 @@ def _conv(mb, b, name, sgemm, head, leaves, outp, scratch, tile):
     o, _, kh, kw = w.type.shape
     oh, ow = head.type.shape[2:]
     ckk, spatial = c * kh * kw, oh * ow
-    per_image = 0 if _is_pointwise_conv(head) else ckk * spatial
+    per_image = 0 if _is_pointwise_conv(head) else _patch_floats(head)
     null = ir.Constant(U.F32.as_pointer(), None)
     gather = None if _is_pointwise_conv(head) else _im2col(mb, name, head)
+    # the weight packed once at build time (anchors.pack_weight) and / or the patches
+    # written packed by the im2col: the gemm packs neither again
+    sgemm = _sgemm_entry(mb.module, int(w in mb.packed_inputs), int(gather is not None))
 
     def one_image(bb, i, xp, wp, op, scratch_ptr, tl):
         image = bb.gep(xp, [bb.mul(i, U.i64(c * h * wd))])
@@ -425,18 +451,25 @@ def _fill(b, dst, start, stop, value, name):
 
 
 def _im2col(mb, name, head):
-    """@name.im2col(float* image, float* cols): cols[(c,ky,kx), (y,x)] = padded image taps.
+    """@name.im2col(float* image, float* cols): the patch matrix B[(c,ky,kx), (y,x)] (the
+    padded image's taps) written in the gemm's packed-B layout (gemm.pack_b), so the gemm
+    reads it as it lies instead of packing it again: one pass over memory instead of three.
 
-    Each (c, ky, kx) row is written as spans: the rows y and columns x whose tap falls in
-    the padding are zero-filled, the rest is a copy with the convolution's stride (a
-    contiguous, vectorised copy at stride 1); the spans come from the tap's offset alone,
-    so the inner loops carry no bounds tests."""
+    Each (c, ky, kx) row is first written to a row buffer on the thread's stack as spans:
+    the rows y and columns x whose tap falls in the padding are zero-filled, the rest is a
+    copy with the convolution's stride (a contiguous, vectorised copy at stride 1); the
+    spans come from the tap's offset alone, so the inner loops carry no bounds tests. The
+    row, still in L1, is then copied out 16 columns at a time to its place in each panel."""
+    from .gemm import KC, NR
+
     x, w = head.inputs
     _, c, h, wd = x.type.shape
     _, _, kh, kw = w.type.shape
     oh, ow = head.type.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = head.attrs["stride"], head.attrs["padding"], head.attrs["dilation"]
     zero = U.const(float32, 0)
+    rows, npan = c * kh * kw, -(-oh * ow // NR)
+    panel_t = ir.VectorType(U.F32, NR)
 
     @_arity(2)
     def row(b, r, ptrs):
@@ -445,7 +478,10 @@ def _im2col(mb, name, head):
         ch, ky, kx = E.delinearize(r, (c, kh, kw))
         y_lo, y_hi, y_shift = _span(b, ky, sh, dh, ph, h, oh)
         x_lo, x_hi, x_shift = _span(b, kx, sw, dw, pw, wd, ow)
-        out = b.gep(cols, [b.mul(r, U.i64(oh * ow))], inbounds=True)
+        buf = U.entry_alloca(b, ir.ArrayType(U.F32, npan * NR), "row")
+        buf.align = 64
+        out = b.bitcast(buf, U.F32.as_pointer())
+        _fill(b, out, U.i64(oh * ow), U.i64(npan * NR), zero, "zp")  # the last panel's padding
         _fill(b, out, U.i64(0), b.mul(y_lo, U.i64(ow)), zero, "zt")
         plane = b.gep(image, [b.mul(ch, U.i64(h * wd))], inbounds=True)
         with U.loop(b, y_hi, start=y_lo, name="y") as y:
@@ -458,8 +494,18 @@ def _im2col(mb, name, head):
                 b.store(v, b.gep(dst, [xo], inbounds=True))
             _fill(b, dst, x_hi, U.i64(ow), zero, "zr")
         _fill(b, out, b.mul(y_hi, U.i64(ow)), U.i64(oh * ow), zero, "zb")
+        # row r of K block pc: at cols + pc*Np + (r - pc)*16 in every panel of 16*kc floats
+        pc = b.mul(b.udiv(r, U.i64(KC)), U.i64(KC))
+        kc = b.sub(U.i64(rows), pc)
+        kc = b.select(b.icmp_signed(">", kc, U.i64(KC)), U.i64(KC), kc)
+        dst = b.gep(cols, [b.add(b.mul(pc, U.i64(npan * NR)), b.mul(b.sub(r, pc), U.i64(NR)))], inbounds=True)
+        src = b.bitcast(out, panel_t.as_pointer())
+        with U.loop(b, U.i64(npan), name="pan") as p:
+            v = b.load(b.gep(src, [p], inbounds=True), align=64)
+            d = b.bitcast(b.gep(dst, [b.mul(p, b.mul(kc, U.i64(NR)))], inbounds=True), panel_t.as_pointer())
+            b.store(v, d, align=64)
 
-    return _rows_fn(mb, f"{name}.im2col", c * kh * kw, c * kh * kw * oh * ow, row)
+    return _rows_fn(mb, f"{name}.im2col", rows, rows * oh * ow, row)
 
 
 def _weight_grad(mb, b, name, sgemm, head, leaves, outp, scratch, tile):

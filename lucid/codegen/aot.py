@@ -284,12 +284,13 @@ def build_library(graph, folder, name, key, progress=None):
         wrapper = wrapper_ir(symbols, entry_name, graph, layout, sources, plan.arena_size, scratch_bytes, True)
         step("optimising and compiling (LLVM)", 0.45)
         shared = set(re.findall(r"^define (?!internal|private)[^@\n]*@(\w+)", runtime_ir(triple), re.M))
-        shared.add(anchors.SGEMM)
+        shared.update(anchors.sgemm_entries())
         linked = llvm.link_ir([program_text, wrapper, runtime_ir(triple)], set(symbols.values()),
                               f"lucid_{name}", hidden=shared)
         objects = [_cached(linked, "shared library", lambda: llvm.shared_object_code(linked, f"lucid_{name}", unroll=UNROLL_LOOPS))]
         if uses_gemm:
-            gemm = llvm.link_ir([anchors.gemm_module_ir()], {anchors.SGEMM}, "lucid_gemm", hidden=shared)
+            gemm = llvm.link_ir([anchors.gemm_module_ir()], set(anchors.sgemm_entries()), "lucid_gemm",
+                                hidden=shared)
             objects.append(_cached(gemm, "shared library", lambda: llvm.shared_object_code(gemm, "lucid_gemm")))
         step("linking", 0.8)
         with tempfile.TemporaryDirectory(dir=folder) as tmp:

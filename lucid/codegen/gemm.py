@@ -81,11 +81,13 @@ B as an N x K row-major matrix, e.g. a linear layer's weight for `x @ W.T`):
         With a BlockEpilogue the epilogue params are (tile_fn, tile_ctx): a native callback
         run on each finished block of C (see BlockEpilogue; lucid_sgemm, the gemm compiled
         graphs call, is built this way).
-    void @name.packed_a(<the same arguments>)
+    void @name.packed_a / @name.packed_b / @name.packed_ab(<the same arguments>)
         The same product with A given in `pack_a`'s panel layout (lda unused; trans_a
-        does not apply): each block of A is read where it lies instead of being packed
-        into the thread's buffer, and the few-rows path is not taken. Compiled programs
-        call it for convolutions whose weight is a constant (packed once, at build time).
+        does not apply) and / or B in `pack_b`'s (ldb unused; 64-byte aligned): each block
+        is read where it lies instead of being packed by the call, and the few-rows path
+        is not taken. Compiled programs pass convolutions' constant weights packed once, at
+        build time, and write their patch matrices in the packed-B layout directly
+        (lucid.codegen.anchors).
     void @name.batched(i64 batch, i64 M, i64 N, i64 K, float* A, i64 strideA, i64 lda,
                        float* B, i64 strideB, i64 ldb, float* C, i64 strideC, i64 ldc,
                        float* bias_or_null, <epilogue params>...)
@@ -116,6 +118,7 @@ WHOLE_B_BYTES = 2 << 20           # a packed B up to this size is packed whole (
 EPI_BLOCK_BYTES = 192 << 10       # C rows a claim covers when a BlockEpilogue follows it
 PACK_CLAIMS = 16                  # B panels are packed in about this many claimed pieces
 B_BUFFERS = 4                     # packed-B buffers a module keeps for concurrent calls
+PACKED_ENTRIES = ((".packed_a", 1, 0), (".packed_b", 0, 1), (".packed_ab", 1, 1))  # (suffix, A, B)
 
 F32 = ir.FloatType()
 I1 = ir.IntType(1)
@@ -142,7 +145,7 @@ def _declare(module, name, ret, args):
 
 
 def _i64(n):
-    return ir.Constant(I64, int(n))
+    return n if isinstance(n, ir.Value) else ir.Constant(I64, int(n))
 
 
 # ----------------------------------------------------------------------------- epilogues
@@ -926,8 +929,9 @@ class _Gen:
                 b.call(task, [raw, _i64(0), n])
 
     def driver(self, name, pack_b, compute, direct):
-        """@name.drive(<params>, i64 apacked): the whole product; A pre-packed if apacked."""
-        f, a = _fn(self.m, name + ".drive", self.params + (("apacked", I64),))
+        """@name.drive(<params>, i64 apacked, i64 bpacked): the whole product; A and B
+        pre-packed (pack_a, pack_b) when the flags say so."""
+        f, a = _fn(self.m, name + ".drive", self.params + (("apacked", I64), ("bpacked", I64)))
         f.attributes.add("nounwind")
         f.attributes.add("noinline")
         b = ir.IRBuilder(f.append_basic_block("entry"))
@@ -963,7 +967,8 @@ class _Gen:
             return b.sdiv(b.add(units, b.sub(claims, _i64(1))), claims)
 
         if direct is not None:  # few rows: no packing, one pass over B (rows contiguous)
-            few = b.and_(b.icmp_signed("<=", M, _i64(DIRECT_M)), b.icmp_signed("==", a["apacked"], _i64(0)))
+            plain = b.icmp_signed("==", b.or_(a["apacked"], a["bpacked"]), _i64(0))
+            few = b.and_(b.icmp_signed("<=", M, _i64(DIRECT_M)), plain)
             with b.if_then(few):
                 units = _ceil_div(b, N, ROW_GROUP)
                 put("units", units)
@@ -990,8 +995,12 @@ class _Gen:
         whole_bytes = b.mul(b.mul(K, ncmax), _i64(4))
         whole = b.and_(b.and_(b.icmp_signed("<=", N, _i64(NC)), b.icmp_signed(">", K, _i64(0))),
                        b.icmp_signed("<=", whole_bytes, _i64(WHOLE_B_BYTES)))
+        # B pre-packed (pack_b's layout: whole mode over all N columns): no buffer, no jc blocks
+        bpacked = b.icmp_signed("!=", a["bpacked"], _i64(0))
+        whole = b.or_(whole, b.and_(bpacked, b.icmp_signed(">", K, _i64(0))))
         put("whole", b.zext(whole, I64))
         nbytes = b.select(whole, whole_bytes, b.mul(b.mul(kcmax, ncmax), _i64(4)))
+        nbytes = b.select(bpacked, _i64(ALIGN), nbytes)
         # the first free one of the module's B_BUFFERS cached buffers (gemms running at
         # once on several threads: a batch's images in parallel), else a fresh one
         have = b.append_basic_block("bbuf.have")
@@ -1023,9 +1032,10 @@ class _Gen:
             buf.add_incoming(v, blk)
             slot.add_incoming(k, blk)
         own = b.icmp_signed(">=", slot, _i64(0))
-        put("Bp", b.bitcast(buf, F32P))
-        with _Loop(b, _i64(0), N, NC, name="jc") as jc:
-            nc = _min(b, _i64(NC), b.sub(N, jc))
+        put("Bp", b.select(bpacked, a["B"], b.bitcast(buf, F32P)))
+        ncap = b.select(bpacked, N, _i64(NC))
+        with _Loop(b, _i64(0), N, ncap, name="jc") as jc:
+            nc = _min(b, ncap, b.sub(N, jc))
             put("jc", jc)
             put("nc", nc)
             npan = _ceil_div(b, nc, NR)
@@ -1049,8 +1059,9 @@ class _Gen:
                 with all_k:
                     put("pc", _i64(0))
                     put("kc", kcmax)
-                    put("next", _i64(0))
-                    self._run(b, pack_b, raw, b.mul(_ceil_div(b, K, KC), npan), par)
+                    with b.if_then(b.not_(bpacked)):
+                        put("next", _i64(0))
+                        self._run(b, pack_b, raw, b.mul(_ceil_div(b, K, KC), npan), par)
                     put("next", _i64(0))
                     self._run(b, compute, raw, nt, par)
                 with per_block:
@@ -1083,11 +1094,11 @@ class _Gen:
         b.ret_void()
         return f
 
-    def entry(self, name, drive, apacked):
-        """The public @name: the driver with A given as a matrix (0) or pre-packed (1)."""
+    def entry(self, name, drive, apacked, bpacked):
+        """A public @name: the driver with A and B given as matrices (0) or pre-packed (1)."""
         f, a = _fn(self.m, name, self.params, linkage=None)
         b = ir.IRBuilder(f.append_basic_block("entry"))
-        b.call(drive, [a[n] for n, _ in self.params] + [_i64(apacked)])
+        b.call(drive, [a[n] for n, _ in self.params] + [_i64(apacked), _i64(bpacked)])
         b.ret_void()
         return f
 
@@ -1147,8 +1158,9 @@ class _Gen:
         self.epi_rows = None if self.epi._emit is None or self.trans_b else self.epilogue_rows()
         direct = None if self.trans_b else self.rows_task([self.row_kernel(m) for m in range(1, DIRECT_M + 1)])
         drive = self.driver(self.name, pack_b, compute, direct)
-        one = self.entry(self.name, drive, 0)
-        self.entry(self.name + ".packed_a", drive, 1)
+        one = self.entry(self.name, drive, 0, 0)
+        for suffix, ap, bp in PACKED_ENTRIES:
+            self.entry(self.name + suffix, drive, ap, bp)
         self.batched(one)
         return self.m
 
@@ -1192,8 +1204,8 @@ def _ctype(t):
 
 
 def compiled(epilogue=None, parallel=True, trans_a=False, trans_b=False):
-    """(single, batched, packed_a) ctypes functions of the gemm for `epilogue`, JIT-compiled
-    once."""
+    """(single, batched, {(A packed, B packed): entry}) ctypes functions of the gemm for
+    `epilogue`, JIT-compiled once."""
     epilogue = epilogue or NONE
     key = (id(epilogue), bool(parallel), bool(trans_a), bool(trans_b))
     hit = _compiled.get(key)
@@ -1207,31 +1219,10 @@ def compiled(epilogue=None, parallel=True, trans_a=False, trans_b=False):
         one = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, L, P, L, P, *extra)(mod.address(name))
         many = ctypes.CFUNCTYPE(None, L, L, L, L, P, L, L, P, L, L, P, L, L, P, *extra)(
             mod.address(name + ".batched"))
-        packed = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, L, P, L, P, *extra)(mod.address(name + ".packed_a"))
+        sig = ctypes.CFUNCTYPE(None, L, L, L, P, L, P, L, P, L, P, *extra)
+        packed = {(ap, bp): sig(mod.address(name + suffix)) for suffix, ap, bp in PACKED_ENTRIES}
         hit = _compiled[key] = (epilogue, mod, one, many, packed)
     return hit[2:]
-
-
-def pack_a(a):
-    """A (M x K, float32) laid out as the gemm's packed entry (`@name.packed_a`) reads it:
-    K blocks of KC columns one after another; in each, 6-row panels (rows past M zero),
-    each panel k-major: block pc holds Ap[pc*Mp + q*6*kc + k*6 + i] = A[6q + i, pc + k],
-    Mp = M rounded up to 6. The layout the micro-kernel would otherwise pack per call
-    (`_pack_a`); a constant weight packed once (lucid.codegen.program) skips that work.
-    VW zeros follow the last panel (the one-column kernel reads 8 floats of a 6-float step)."""
-    a = np.asarray(a, dtype=np.float32)
-    if a.ndim != 2:
-        raise ShapeError(f"gemm.pack_a: A must be a matrix, got shape {a.shape}")
-    m, k = a.shape
-    mp = -(-m // MR) * MR
-    rows = np.zeros((mp, k), np.float32)
-    rows[:m] = a
-    out = np.zeros(mp * k + VW, np.float32)
-    for pc in range(0, k, KC):
-        kc = min(KC, k - pc)
-        block = rows[:, pc:pc + kc].reshape(mp // MR, MR, kc).transpose(0, 2, 1)
-        out[pc * mp:(pc + kc) * mp] = block.ravel()
-    return out
 
 
 def _check(x, what):
@@ -1259,16 +1250,67 @@ def _batch3(x, batch):
     return np.broadcast_to(x, batch + x.shape[-2:]).reshape((-1,) + x.shape[-2:])
 
 
-def matmul(a, b, bias=None, epilogue=None, args=(), out=None, parallel=True, prepack_a=False):
+def aligned_empty(n):
+    """An uninitialised float32 array of n values at a 64-byte aligned address (the
+    micro-kernel reads packed B with aligned vector loads)."""
+    raw = np.empty(n + ALIGN // 4, np.float32)
+    skip = (-raw.ctypes.data % ALIGN) // 4
+    return raw[skip:skip + n]
+
+
+def _panels(x, width, what, tail=0):
+    """x (K x N) as K blocks of KC rows one after another; in each, panels of `width`
+    columns (columns past N zero), each k-major: block pc holds
+    out[pc*Np + p*width*kc + k*width + j] = x[pc + k, width*p + j], Np = N rounded up to
+    `width`; `tail` zeros after. 64-byte aligned."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ShapeError(f"gemm.{what}: the operand must be a matrix, got shape {x.shape}")
+    k, n = x.shape
+    npad = -(-n // width) * width
+    cols = np.zeros((k, npad), np.float32)
+    cols[:, :n] = x
+    out = aligned_empty(k * npad + tail)
+    out[k * npad:] = 0
+    for pc in range(0, k, KC):
+        kc = min(KC, k - pc)
+        block = cols[pc:pc + kc].reshape(kc, npad // width, width).transpose(1, 0, 2)
+        out[pc * npad:(pc + kc) * npad] = block.ravel()
+    return out
+
+
+def pack_a(a):
+    """A (M x K, float32) laid out as the gemm's packed-A entries read it: K blocks of KC
+    columns one after another; in each, 6-row panels (rows past M zero), each k-major:
+    block pc holds Ap[pc*Mp + q*6*kc + k*6 + i] = A[6q + i, pc + k], Mp = M rounded up
+    to 6. The layout the micro-kernel would otherwise pack per call (`_pack_a`); a
+    constant weight packed once (lucid.codegen.program) skips that work. VW zeros follow
+    the last panel (the one-column kernel reads 8 floats of a 6-float step)."""
+    a = np.asarray(a, dtype=np.float32)
+    return _panels(a.T if a.ndim == 2 else a, MR, "pack_a", tail=VW)
+
+
+def pack_b(b):
+    """B (K x N, float32) laid out as the gemm's packed-B entries read it: the whole-mode
+    block layout over all N columns. K blocks of KC rows one after another; in each,
+    16-column panels (columns past N zero), each k-major: block pc holds
+    Bp[pc*Np + p*16*kc + k*16 + j] = B[pc + k, 16p + j], Np = N rounded up to 16.
+    A convolution's patch matrix is written this way directly (lucid.codegen.anchors),
+    so the gemm does not pack it again. The array is 64-byte aligned, as the packed
+    entries require of B."""
+    return _panels(b, NR, "pack_b")
+
+
+def matmul(a, b, bias=None, epilogue=None, args=(), out=None, parallel=True, prepack_a=False, prepack_b=False):
     """epilogue(a @ b) for float32 arrays through the JIT-compiled kernel (tests, benchmarks).
 
     a is (..., M, K), b is (..., K, N) with broadcastable batch dimensions. Operands whose
     rows or columns are contiguous (strided slices, transposed views such as `w.T`) are
     used in place (the latter through the trans_a / trans_b kernels), others are copied.
     `bias` (N,) is passed to the epilogue (BIAS and BIAS_RELU read it); `args` are the
-    epilogue's extra params (numpy arrays are passed by address). `prepack_a` (a 2-d `a`
-    only) packs A first (`pack_a`) and calls the packed entry, as compiled graphs do for
-    constant weights."""
+    epilogue's extra params (numpy arrays are passed by address). `prepack_a` / `prepack_b`
+    (2-d operands only) pack A / B first (`pack_a`, `pack_b`) and call the packed entry, as
+    compiled graphs do for constant weights and convolution patches."""
     a, b = _check(a, "a"), _check(b, "b")
     M, K = a.shape[-2:]
     K2, N = b.shape[-2:]
@@ -1299,11 +1341,13 @@ def matmul(a, b, bias=None, epilogue=None, args=(), out=None, parallel=True, pre
     if not in_place:  # `out` has no unit column stride: compute into a temporary
         cw, ldc = np.empty(c.shape, np.float32), max(1, N)
     one, many, packed = compiled(epilogue, parallel, ta, tb)
-    if prepack_a:
+    if prepack_a or prepack_b:
         if batch:
-            raise ShapeError(f"gemm.matmul: prepack_a takes a 2-d a, got shape {a.shape}")
-        ap = pack_a(a)
-        packed(M, N, K, ap.ctypes.data, K, b.ctypes.data, ldb, cw.ctypes.data, ldc, bptr, *extra)
+            raise ShapeError(f"gemm.matmul: prepacked operands are matrices, got shapes {a.shape}, {b.shape}")
+        ap = pack_a(a) if prepack_a else a
+        bp = pack_b(b) if prepack_b else b
+        packed[bool(prepack_a), bool(prepack_b)](M, N, K, ap.ctypes.data, lda, bp.ctypes.data, ldb,
+                                                 cw.ctypes.data, ldc, bptr, *extra)
     elif not batch:
         one(M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, cw.ctypes.data, ldc, bptr, *extra)
     else:

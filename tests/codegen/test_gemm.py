@@ -42,13 +42,15 @@ PACKED_SHAPES = [(1, 1, 1), (5, 513, 7), (6, 16, 256), (13, 33, 257), (150, 49, 
                  (2048, 49, 512), (7, 4100, 300)]
 
 
+@pytest.mark.parametrize("packed", [(True, False), (False, True), (True, True)], ids=["A", "B", "AB"])
 @pytest.mark.parametrize("shape", PACKED_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_prepacked_a(rng, threads, shape):
-    """The packed entry reads A in pack_a's layout (a constant weight packed once) and gives
-    the same product and epilogue as the matrix entry, few rows (no direct path) included."""
+def test_prepacked_operands(rng, threads, shape, packed):
+    """The packed entries read A in pack_a's layout (a constant weight packed once) and B in
+    pack_b's (a convolution's patches), and give the same product and epilogue as the
+    matrix entry: few rows (no direct path) and B wider than one NC block included."""
     a, b = _mats(rng, *shape)
     bias = rng.standard_normal(shape[1]).astype(np.float32)
-    got = gemm.matmul(a, b, bias, gemm.BIAS_RELU, prepack_a=True)
+    got = gemm.matmul(a, b, bias, gemm.BIAS_RELU, prepack_a=packed[0], prepack_b=packed[1])
     _close(got, a, b, lambda y: np.maximum(y + bias, 0))
     np.testing.assert_allclose(got, gemm.matmul(a, b, bias, gemm.BIAS_RELU), rtol=1e-5, atol=1e-5)
 
@@ -69,6 +71,23 @@ def test_pack_a_layout(rng):
     assert not ap[mp * k:].any()
     with pytest.raises(gemm.ShapeError, match="pack_a"):
         gemm.pack_a(np.zeros((2, 3, 4), np.float32))
+
+
+def test_pack_b_layout(rng):
+    """pack_b's layout, element by element: block pc at pc*Np, panel p, step k, column j."""
+    k, n = 300, 20
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    bp = gemm.pack_b(b)
+    npad = 32
+    assert bp.shape == (k * npad,)
+    for pc, kc in ((0, 256), (256, 44)):
+        for p in range(2):
+            for kk in (0, 7, kc - 1):
+                for j in range(16):
+                    want = b[pc + kk, 16 * p + j] if 16 * p + j < n else 0.0
+                    assert bp[pc * npad + p * 16 * kc + kk * 16 + j] == want
+    with pytest.raises(gemm.ShapeError, match="pack_b"):
+        gemm.pack_b(np.zeros(3, np.float32))
 
 
 def test_few_rows_many_columns(rng, threads):
