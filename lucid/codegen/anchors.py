@@ -110,6 +110,14 @@ def pack_weight(w):
     return pack_a(w.reshape(w.shape[0], -1))
 
 
+def packed_weight_floats(shape):
+    """The size of `pack_weight`'s result for a weight of this shape."""
+    from .gemm import MR, VW
+
+    o, k = shape[0], int(np.prod(shape[1:]))
+    return -(-o // MR) * MR * k + VW
+
+
 def scratch_floats(fn):
     """How many floats of scratch the kernel of `fn` needs (patch matrices, transposes)."""
     head = anchor_of(fn)

@@ -55,23 +55,49 @@ def _round_up(n, k=ALIGN):
 
 # ---------------------------------------------------------------------------- weights
 
+PACKED = "#packed"  # suffix of a convolution weight's pre-packed copy (anchors.pack_weight)
+
+
 def weights_layout(graph):
-    """[(param name, byte offset, shape, dtype name)] in param-node order (64-byte
-    aligned offsets) and the file's total size."""
+    """[(tensor name, byte offset, shape, dtype name)] and the file's total size: the
+    params in param-node order, then the pre-packed copies of the constant convolution
+    weights (`<param>#packed`, in the order the entry function reads them; see
+    program.prepacked_params), at 64-byte aligned offsets. A param only ever read through
+    its packed copy is not stored twice: its offset is None (the code never reads it)."""
+    from .anchors import packed_weight_floats
+    from .program import plainly_read, prepacked_params
+
+    packed = prepacked_params(graph)
+    plain = plainly_read(graph, packed)
+    types = {n.name: n.type for n in graph.param_nodes}
     layout, offset = [], 0
     for node in graph.param_nodes:
+        if node.name in packed and node.name not in plain:
+            layout.append((node.name, None, tuple(node.type.shape), node.type.dtype.name))
+            continue
         layout.append((node.name, offset, tuple(node.type.shape), node.type.dtype.name))
         offset = _round_up(offset + node.type.size * node.type.dtype.np.itemsize)
+    for name in packed:
+        floats = packed_weight_floats(types[name].shape)
+        layout.append((name + PACKED, offset, (floats,), "float32"))
+        offset = _round_up(offset + 4 * floats)
     return layout, offset
 
 
 def write_weights(graph, layout, size, path):
     """weights.bin: each param's bytes at its offset, zero padding between them."""
+    from .anchors import pack_weight
+
     types = {n.name: n.type for n in graph.param_nodes}
     with open(path, "wb") as f:
         pos = 0
         for name, offset, shape, _ in layout:
-            arr = np.ascontiguousarray(np.asarray(graph.params[name], dtype=types[name].dtype.np))
+            if offset is None:
+                continue
+            if name.endswith(PACKED):
+                arr = pack_weight(graph.params[name[:-len(PACKED)]])
+            else:
+                arr = np.ascontiguousarray(np.asarray(graph.params[name], dtype=types[name].dtype.np))
             if arr.shape != shape:
                 raise CompileError(f"export: param {name!r} holds shape {arr.shape}, the graph says {shape}")
             f.write(b"\0" * (offset - pos))
@@ -119,7 +145,8 @@ def wrapper_ir(symbols, entry_name, graph, layout, sources, arena_size, scratch_
             "entry:",
             f"  %params = alloca [{nparams} x ptr], align 8"]
     for k, (name, off, _, _) in enumerate(layout):
-        body += [f"  %w{k} = getelementptr i8, ptr %weights, i64 {off}",
+        body += [f"  %w{k} = getelementptr i8, ptr %weights, i64 {off}" if off is not None else
+                 f"  %w{k} = getelementptr i8, ptr null, i64 0",  # read only packed: not stored
                  f"  %s{k} = getelementptr [{nparams} x ptr], ptr %params, i64 0, i64 {k}",
                  f"  store ptr %w{k}, ptr %s{k}, align 8"]
     body += ["  %wsi = ptrtoint ptr %workspace to i64",
@@ -255,7 +282,7 @@ def build_library(graph, folder, name, key, progress=None):
     from ..ir.passes.memory import memory_plan
     from . import anchors, llvm
     from . import checks
-    from .program import UNROLL_LOOPS, emit_module, kernels_of, output_slots
+    from .program import UNROLL_LOOPS, emit_module, kernels_of, output_slots, prepacked_params
     from .runtime import runtime_ir
 
     def step(stage, fraction):
@@ -266,7 +293,8 @@ def build_library(graph, folder, name, key, progress=None):
     slots = output_slots(graph)
     entry_name = f"lucid_entry_{key[:16]}"
     step("generating code", 0.35)
-    program_text, kernels, scratch = emit_module(graph, f"lucid_{name}", entry_name, plan, slots)
+    program_text, kernels, scratch = emit_module(graph, f"lucid_{name}", entry_name, plan, slots,
+                                                 prepacked_params(graph))
     index_errors = {str(code): text for code, (_, text) in
                     checks.messages([(node, fn) for node, fn, _ in kernels_of(graph)]).items()}
     scratch_bytes = (scratch + 16) * 4

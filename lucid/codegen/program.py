@@ -393,6 +393,18 @@ def prepacked_params(graph):
     return tuple(dict.fromkeys(names))
 
 
+def plainly_read(graph, packed):
+    """Names of the params some kernel (or the graph's outputs) reads as the plain array,
+    not through the pre-packed copy of `packed`."""
+    names = {o.name for o in graph.outputs if o.op == "param"}
+    for _, fn, operands in kernels_of(graph):
+        k = anchors.prepacked_input(fn)
+        for j, node in enumerate(operands):
+            if node.op == "param" and not (j == k and node.name in packed):
+                names.add(node.name)
+    return names
+
+
 def output_slots(graph):
     """Graph output node -> the slot of `outputs` the entry function writes it to (the
     first position it appears at; inputs, params and constants are not written)."""

@@ -62,8 +62,16 @@ def test_specs_manifest_and_files(small):
     for name in ("model.so", "weights.bin", "model.h", "graph.txt", "graph.html"):
         assert os.path.isfile(os.path.join(folder, name))
         assert len(m["files"][name]) == 64
-    offsets = [t["offset"] for t in m["weights"]["tensors"]]
+    tensors = {t["name"]: t for t in m["weights"]["tensors"]}
+    offsets = [t["offset"] for t in tensors.values() if t["offset"] is not None]
     assert offsets and all(o % 64 == 0 for o in offsets)
+    # the convolution's constant weight ships pre-packed, once (not also as the plain array)
+    conv_w = [n[:-len("#packed")] for n in tensors if n.endswith("#packed")]
+    assert len(conv_w) == 1 and tensors[conv_w[0]]["offset"] is None
+    for n in conv_w:
+        o, c, kh, kw = tensors[n]["shape"]
+        assert tensors[n + "#packed"]["shape"] == [-(-o // 6) * 6 * c * kh * kw + 8]
+        assert tensors[n + "#packed"]["offset"] % 64 == 0
     assert os.path.getsize(os.path.join(folder, "weights.bin")) == m["weights"]["bytes"]
     header = open(os.path.join(folder, "model.h")).read()
     for text in ("int lucid_twoheads_run(const void *weights", "size_t lucid_twoheads_workspace_size(void)",
