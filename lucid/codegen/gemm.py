@@ -1259,23 +1259,26 @@ def aligned_empty(n):
 
 
 def _panels(x, width, what, tail=0):
-    """x (K x N) as K blocks of KC rows one after another; in each, panels of `width`
-    columns (columns past N zero), each k-major: block pc holds
+    """x (K x N, any strides) as K blocks of KC rows one after another; in each, panels of
+    `width` columns (columns past N zero), each k-major: block pc holds
     out[pc*Np + p*width*kc + k*width + j] = x[pc + k, width*p + j], Np = N rounded up to
-    `width`; `tail` zeros after. 64-byte aligned."""
+    `width`; `tail` zeros after. 64-byte aligned. Each block is one strided copy into
+    place (packing all of ResNet-50's weights takes 0.04-0.06 s)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ShapeError(f"gemm.{what}: the operand must be a matrix, got shape {x.shape}")
     k, n = x.shape
-    npad = -(-n // width) * width
-    cols = np.zeros((k, npad), np.float32)
-    cols[:, :n] = x
+    full, rest = divmod(n, width)
+    npad = (full + (rest > 0)) * width
     out = aligned_empty(k * npad + tail)
     out[k * npad:] = 0
     for pc in range(0, k, KC):
         kc = min(KC, k - pc)
-        block = cols[pc:pc + kc].reshape(kc, npad // width, width).transpose(1, 0, 2)
-        out[pc * npad:(pc + kc) * npad] = block.ravel()
+        dst = out[pc * npad:(pc + kc) * npad].reshape(npad // width, kc, width)
+        dst[:full] = x[pc:pc + kc, :full * width].reshape(kc, full, width).transpose(1, 0, 2)
+        if rest:
+            dst[full, :, rest:] = 0
+            dst[full, :, :rest] = x[pc:pc + kc, full * width:]
     return out
 
 
