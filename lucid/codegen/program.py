@@ -7,6 +7,10 @@ Python runs between kernels. Kernels loop over their output rows; big ones split
 rows over the native thread pool (`lucid_parallel_for`). Identical kernels (a ResNet's
 repeated blocks) share one function.
 
+Convolution weights the graph never updates (a compiled model's frozen params) are packed
+into the gemm's panel layout once, when the program is built (`prepacked_params`), and
+passed to their kernels after the params: the gemm reads them as they lie.
+
 `run(inputs, params)` checks every input's shape and dtype before the native call, and
 raises the ops' own ShapeError when native code met an out-of-range index (a take, gather,
 scatter or RoI batch index: lucid.codegen.checks); the outputs of that call are dropped.
