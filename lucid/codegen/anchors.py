@@ -8,9 +8,11 @@ or `conv_transpose2d` with groups=1, is emitted as:
    rearranged into the program's scratch buffer by parallel loops around it:
    - matmul: directly (batched over its leading dims);
    - conv2d, per image: W[O, C*kh*kw] @ cols[C*kh*kw, OH*OW], `cols` the image's patches
-     (im2col, written as zero spans and strided copies; a 1x1, stride-1, unpadded
-     convolution reads the image itself); a batch that splits evenly over the threads
-     runs whole images in parallel instead (see `_conv`);
+     (im2col, written as zero spans and strided copies straight into the gemm's packed-B
+     layout; a 1x1, stride-1, unpadded convolution reads the image itself); a weight the
+     program never updates comes packed once, at build time (`prepacked_input`,
+     `pack_weight`); a batch that splits evenly over the threads runs whole images in
+     parallel instead (see `_conv`);
    - conv2d_weight_grad, for the whole batch at once: GY[O, N*S] @ COLS_T[N*S, C*kh*kw];
    - conv_transpose2d (a convolution's input gradient), per image: col2im of
      W_T[Co*kh*kw, Ci] @ x[Ci, H*W], col2im summing the taps that land on each pixel;
@@ -310,8 +312,9 @@ def _conv(mb, b, name, sgemm, head, leaves, outp, scratch, tile):
     per_image = 0 if _is_pointwise_conv(head) else _patch_floats(head)
     null = ir.Constant(U.F32.as_pointer(), None)
     gather = None if _is_pointwise_conv(head) else _im2col(mb, name, head)
-    # the weight packed once at build time (anchors.pack_weight) and / or the patches
-    # written packed by the im2col: the gemm packs neither again
+    # the weight packed once at build time (pack_weight) and / or the patches written
+    # packed by the im2col: the gemm packs neither again (this entry replaces the plain
+    # one that emit passes to every anchor)
     sgemm = _sgemm_entry(mb.module, int(w in mb.packed_inputs), int(gather is not None))
 
     def one_image(bb, i, xp, wp, op, scratch_ptr, tl):
