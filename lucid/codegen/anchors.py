@@ -114,10 +114,9 @@ def pack_weight(w):
 
 def packed_weight_floats(shape):
     """The size of `pack_weight`'s result for a weight of this shape."""
-    from .gemm import MR, VW
+    from .gemm import pack_a_floats
 
-    o, k = shape[0], int(np.prod(shape[1:]))
-    return -(-o // MR) * MR * k + VW
+    return pack_a_floats(shape[0], int(np.prod(shape[1:])))
 
 
 def scratch_floats(fn):
@@ -156,10 +155,6 @@ def _is_pointwise_conv(node):
     return (w.type.shape[2:] == (1, 1) and node.attrs["stride"] == (1, 1) and node.attrs["padding"] == (0, 0))
 
 
-def _declared(module, name):
-    return module.globals.get(name) or ir.Function(module, _SGEMM_TYPE, name)
-
-
 def sgemm_entries():
     """The names of the shared gemm's entry points (kernels call them; AOT links them)."""
     from .gemm import PACKED_ENTRIES
@@ -173,14 +168,19 @@ def _sgemm_entry(module, a_packed, b_packed):
     from .gemm import PACKED_ENTRIES
 
     suffix = next((sfx for sfx, ap, bp in PACKED_ENTRIES if (ap, bp) == (a_packed, b_packed)), "")
-    return _declared(module, SGEMM + suffix)
+    return module.globals.get(SGEMM + suffix) or ir.Function(module, _SGEMM_TYPE, SGEMM + suffix)
 
 
 def emit(mb, name, fn, scratch_index):
     """Define the kernel @name(i8** args) for an anchored group; returns nothing."""
     head = anchor_of(fn)
     module = mb.module
-    sgemm = _declared(module, SGEMM)
+    # a conv2d reads its weight packed once at build time (pack_weight) when the program
+    # gives it so, and its patches as the im2col writes them, packed (unless it reads the
+    # image itself): the gemm packs neither again
+    conv = head.op == "conv2d"
+    sgemm = _sgemm_entry(module, int(conv and head.inputs[1] in mb.packed_inputs),
+                         int(conv and not _is_pointwise_conv(head)))
     kernel = ir.Function(module, ir.FunctionType(U.VOID, [U.I8P.as_pointer()]), name)
     kernel.linkage = "internal"
     b = ir.IRBuilder(kernel.append_basic_block("entry"))
@@ -312,10 +312,6 @@ def _conv(mb, b, name, sgemm, head, leaves, outp, scratch, tile):
     per_image = 0 if _is_pointwise_conv(head) else _patch_floats(head)
     null = ir.Constant(U.F32.as_pointer(), None)
     gather = None if _is_pointwise_conv(head) else _im2col(mb, name, head)
-    # the weight packed once at build time (pack_weight) and / or the patches written
-    # packed by the im2col: the gemm packs neither again (this entry replaces the plain
-    # one that emit passes to every anchor)
-    sgemm = _sgemm_entry(mb.module, int(w in mb.packed_inputs), int(gather is not None))
 
     def one_image(bb, i, xp, wp, op, scratch_ptr, tl):
         image = bb.gep(xp, [bb.mul(i, U.i64(c * h * wd))])

@@ -1286,6 +1286,11 @@ def _panels(x, width, what, tail=0):
     return out
 
 
+def pack_a_floats(m, k):
+    """The size of `pack_a`'s result for an m x k matrix (without packing it)."""
+    return -(-m // MR) * MR * k + VW
+
+
 def pack_a(a):
     """A (M x K, float32) laid out as the gemm's packed-A entries read it: K blocks of KC
     columns one after another; in each, 6-row panels (rows past M zero), each k-major:

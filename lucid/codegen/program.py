@@ -355,9 +355,8 @@ class NativeProgram:
             if arr.shape != node.type.shape:
                 raise ShapeError(f"param %{node.name} expects shape {node.type.shape}, got {arr.shape}")
             param_arrays.append(arr)
-        given = {node.name: params[node.name] for node in self._param_nodes}
         with self._lock:
-            param_arrays += [self._packed(name, given[name]) for name in self.packed]
+            param_arrays += [self._packed(name, params[name]) for name in self.packed]
             outs = self._output_arrays()
         in_table = _table(arrays)
         out_table = _table([a if a is not None else np.empty(0) for a in outs])
@@ -384,16 +383,20 @@ class NativeProgram:
         return result
 
 
+def _packed_at(fn, operands, packed):
+    """The operand positions of a kernel that read a pre-packed copy: its conv2d weight
+    (anchors.prepacked_input) when that is a param named in `packed`."""
+    k = anchors.prepacked_input(fn)
+    return (k,) if k is not None and operands[k].op == "param" and operands[k].name in packed else ()
+
+
 def prepacked_params(graph):
     """Names of the params a compiled program gives its convolutions pre-packed (in graph
-    order): conv2d weights (anchors.prepacked_input) that the graph neither updates nor
-    marks mutable. A training step's weights change every call, so they stay plain."""
+    order): conv2d weights that the graph neither updates nor marks mutable. A training
+    step's weights change every call, so they stay plain."""
     live = set(graph.meta.get("updates", ())) | set(graph.meta.get("mutable", ()))
-    names = []
-    for _, fn, operands in kernels_of(graph):
-        k = anchors.prepacked_input(fn)
-        if k is not None and operands[k].op == "param" and operands[k].name not in live:
-            names.append(operands[k].name)
+    frozen = {n.name for n in graph.param_nodes} - live
+    names = [operands[k].name for _, fn, operands in kernels_of(graph) for k in _packed_at(fn, operands, frozen)]
     return tuple(dict.fromkeys(names))
 
 
@@ -402,10 +405,8 @@ def plainly_read(graph, packed):
     not through the pre-packed copy of `packed`."""
     names = {o.name for o in graph.outputs if o.op == "param"}
     for _, fn, operands in kernels_of(graph):
-        k = anchors.prepacked_input(fn)
-        for j, node in enumerate(operands):
-            if node.op == "param" and not (j == k and node.name in packed):
-                names.add(node.name)
+        at = _packed_at(fn, operands, packed)
+        names.update(node.name for j, node in enumerate(operands) if node.op == "param" and j not in at)
     return names
 
 
@@ -429,8 +430,7 @@ def emit_module(graph, name, entry_name, plan, output_slot, packed=()):
     mb = _ModuleBuilder(name, entry_name)
     steps = []
     for node, fn, operands in kernels_of(graph):
-        k = anchors.prepacked_input(fn)
-        packed_at = (k,) if k is not None and operands[k].op == "param" and operands[k].name in packed else ()
+        packed_at = _packed_at(fn, operands, packed)
         steps.append((node, mb.kernel(fn, packed_at), operands, fn, packed_at))
 
     def buffer_of(node):

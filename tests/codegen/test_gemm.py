@@ -61,7 +61,7 @@ def test_pack_a_layout(rng):
     a = rng.standard_normal((m, k)).astype(np.float32)
     ap = gemm.pack_a(a)
     mp = 12
-    assert ap.shape == (mp * k + gemm.VW,)
+    assert ap.shape == (mp * k + gemm.VW,) == (gemm.pack_a_floats(m, k),)
     for pc, kc in ((0, 256), (256, 44)):
         for q in range(2):
             for kk in (0, 5, kc - 1):
