@@ -1,5 +1,8 @@
 """Where ResNet-50's time goes: every kernel of the compiled graph timed alone.
 
+(For the kernels' times inside the whole program, see `lucid.compile(m).profile(x)` and
+benchmarks/bench_scaling.py.)
+
     python benchmarks/bench_resnet.py [--batch 1] [--threads 2] [--top 25] [--runs 5] [--min]
     python benchmarks/bench_resnet.py --threads 1 --cpu      # steady on a shared machine
 
@@ -21,7 +24,7 @@ import numpy as np
 
 import lucid
 import lucid.codegen
-from lucid.codegen import anchors
+from lucid.codegen import anchors, profile
 from lucid.codegen.program import NativeProgram, kernels_of
 
 
@@ -69,15 +72,8 @@ def flops_of(head):
 
 
 def describe(fn):
-    head = anchors.anchor_of(fn)
-    ops = "+".join(n.op for n in fn.compute_nodes)
-    if head is None:
-        return ops, None
-    if head.op == "conv2d":
-        w = head.inputs[1].type.shape
-        s = head.attrs["stride"][0]
-        return f"conv {w[2]}x{w[3]}/{s} {w[1]}->{w[0]} @{head.type.shape[2]}x{head.type.shape[3]} [{ops}]", head
-    return f"matmul {head.inputs[0].type.shape}x{head.inputs[1].type.shape} [{ops}]", head
+    """(label, anchored head or None) of a kernel (labels: lucid.codegen.profile)."""
+    return profile.describe(fn), anchors.anchor_of(fn)
 
 
 def torch_conv_ms(torch, head, runs):

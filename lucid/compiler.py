@@ -208,6 +208,7 @@ class Build:
     frozen: dict = field(default_factory=dict)  # param name -> the array compiled in
     debug_dir: str = None
     program: object = None  # the NativeProgram (None with the interpreter backend)
+    counted: object = None  # its counting twin, built by CompiledFunction.profile
     text: str = None  # the traced graph's text (builds whose traces match share code)
     owners: dict = field(default_factory=dict)  # "<param name>.grad" -> that param
     grads: dict = field(default_factory=dict)  # the part of `owners` the graph outputs
@@ -304,6 +305,35 @@ class CompiledFunction:
         if not self.builds:
             return "no builds yet"
         return "\n".join(b.summary() for b in self.builds)
+
+    def profile(self, *args, runs=10):
+        """Where the time of a call with these arguments goes, kernel by kernel: a
+        lucid.codegen.profile.Profile (print it for a table). The call is made twice
+        first (building as a call would, and reaching the steady state of a training
+        step's `.grad`s), then `runs` times through a counting build of the same graph;
+        every call has its usual effects (a training step updates its params)."""
+        if self.backend != "native":
+            raise LucidError(f"profile: needs the native backend, this function uses {self.backend!r}")
+        from .codegen.profile import profile_program
+        from .codegen.program import NativeProgram
+        from .codegen.runtime import get_num_threads
+
+        self(*args)
+        self(*args)
+        build = self._cache.get(self._signature(args))
+        if build is None or build.program is None:
+            raise LucidError("profile: this call runs eagerly (its optimiser creates state while "
+                             "stepping), so there is no compiled program to profile")
+        plain = build.program
+        counted = build.counted
+        if counted is None or counted.graph is not build.graph:
+            counted = build.counted = NativeProgram(build.graph, name=f"{plain.entry_name}_profile", profile=True)
+        build.program = counted
+        try:
+            return profile_program(counted, lambda: self._run(build, args), runs,
+                                   self.threads or get_num_threads())
+        finally:
+            build.program = plain
 
     # ---- signatures -------------------------------------------------------------------
     def _signature(self, args):

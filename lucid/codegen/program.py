@@ -168,11 +168,15 @@ class _ModuleBuilder:
         b.ret_void()
 
     # ---- the entry function -------------------------------------------------------------------
-    def entry(self, graph, steps, buffer_of, output_slot, packed=()):
+    def entry(self, graph, steps, buffer_of, output_slot, packed=(), profile=False):
         """i32 @entry(inputs, outputs, params, arena, scratch): runs the kernels in order;
         returns 0, or at the first kernel that met an out-of-range index, the status code
         of lucid.codegen.checks (the outputs are then not valid). `packed` names the params
-        whose pre-packed copies follow the graph's params in the params table."""
+        whose pre-packed copies follow the graph's params in the params table.
+
+        `profile`: the entry also adds each step's time-stamp-counter cycles to the
+        exported global i64 array @<entry>_cycles (one per step, then the whole call), for
+        lucid.codegen.profile; two counter reads per kernel, so it is a separate build."""
         fnty = ir.FunctionType(U.I32, [U.I8P.as_pointer()] * 3 + [U.I8P, U.I8P])
         entry = ir.Function(self.module, fnty, self.entry_name)
         # Straight-line calls, one per step, thousands in a training step: the optimiser
@@ -204,6 +208,19 @@ class _ModuleBuilder:
         # (llvmlite finds the insertion point by a list search) quadratic.
         width = max([len(step[2]) + 3 for step in steps] or [2])
         args = b.alloca(ir.ArrayType(U.I8P, width), name="args")
+        clock = counts = None
+        if profile:
+            clock = U.intrinsic(self.module, "llvm.readcyclecounter", U.I64, [])
+            counts = ir.GlobalVariable(self.module, ir.ArrayType(U.I64, len(steps) + 1),
+                                       f"{self.entry_name}_cycles")
+            counts.initializer = ir.Constant(counts.type.pointee, None)
+            counts.align = 64
+            start = b.call(clock, [])
+
+        def count(k, since):
+            slot = b.gep(counts, [U.i64(0), U.i64(k)], inbounds=True)
+            b.store(b.add(b.load(slot), b.sub(b.call(clock, []), since)), slot)
+
         packed_pos = {name: len(param_pos) + k for k, name in enumerate(packed)}
         for step, (node, kernel_name, operands, fn, packed_at) in enumerate(steps):
             kernel = self.module.globals[kernel_name]
@@ -218,20 +235,25 @@ class _ModuleBuilder:
             if extra:
                 b.store(scratch, b.gep(args, [U.i64(0), U.i64(len(slots))]))
             b.store(status_arg, b.gep(args, [U.i64(0), U.i64(len(slots) + extra)]))
+            t0 = b.call(clock, []) if profile else None
             b.call(kernel, [b.bitcast(args, U.I8P.as_pointer())])
+            if profile:
+                count(step, t0)
             if checks.checked_nodes(fn):
                 word = b.load(status)
                 with b.if_then(b.icmp_unsigned("!=", word, ir.Constant(U.I32, 0)), likely=False):
                     cttz = U.intrinsic(self.module, "llvm.cttz.i32", U.I32, [U.I32, U.I1])
                     bit = b.call(cttz, [word, ir.Constant(U.I1, 1)])
                     b.ret(b.add(bit, ir.Constant(U.I32, checks.BITS * step + 1)))
+        if profile:
+            count(len(steps), start)
         b.ret(ir.Constant(U.I32, 0))
 
 
 class NativeProgram:
     """The compiled graph: call `run(inputs, params)` with numpy arrays."""
 
-    def __init__(self, graph, name="lucid_program", use_cache=True):
+    def __init__(self, graph, name="lucid_program", use_cache=True, profile=False):
         from . import cache
         from .llvm import jit, load_object
 
@@ -248,7 +270,9 @@ class NativeProgram:
             if o.op not in SOURCE_OPS:
                 self.output_slot.setdefault(o, k)
         self.packed = prepacked_params(graph)
-        self.key = cache.program_key(str(graph) + f"\n; arena {plan.arena_size}\n; packed {self.packed}")
+        self.profile = bool(profile)
+        self.key = cache.program_key(str(graph) + f"\n; arena {plan.arena_size}\n; packed {self.packed}"
+                                     + ("\n; profile" if profile else ""))
         self.entry_name = f"lucid_entry_{self.key[:16]}"
         loaded = _LOADED.get(self.key)
         data = cache.load(self.key) if use_cache and loaded is None else None
@@ -285,6 +309,16 @@ class NativeProgram:
             if name in graph.params:
                 self._packed(name, graph.params[name])
         self._out_pool = {}  # output slot -> arrays of earlier calls (see _output_arrays)
+
+    def cycles(self):
+        """A profiled program's time-stamp-counter cycles so far: one count per step
+        (`kernels_of` order), then the whole entry calls'. Programs of one key share their
+        module, and so these counts: take differences (lucid.codegen.profile does)."""
+        if not self.profile:
+            raise CompileError(f"{self.graph.name}: this program was not built with profile=True")
+        n = len(self.graph.compute_nodes) + 1
+        return np.ctypeslib.as_array((ctypes.c_int64 * n).from_address(
+            self._jit.address(f"{self.entry_name}_cycles"))).copy()
 
     def _packed(self, name, arr):
         """The packed copy of param `name` for this call's array (anchors.pack_weight).
@@ -330,7 +364,7 @@ class NativeProgram:
 
     def _emit(self, graph, name, plan):
         text, self.kernel_count, _ = emit_module(graph, name, self.entry_name, plan, self.output_slot,
-                                                 self.packed)
+                                                 self.packed, self.profile)
         return text
 
     def run(self, inputs, params):
@@ -420,13 +454,14 @@ def output_slots(graph):
     return slots
 
 
-def emit_module(graph, name, entry_name, plan, output_slot, packed=()):
+def emit_module(graph, name, entry_name, plan, output_slot, packed=(), profile=False):
     """LLVM IR text of the graph's kernels and its entry function `entry_name` (math
     functions linked in; `lucid_sgemm` and `lucid_parallel_for` only declared; the entry
     returns an i32 status, lucid.codegen.checks); also the number of distinct kernels and
     the scratch floats they need. The JIT (NativeProgram) and the AOT exporter
     (lucid.codegen.aot) both build on it. `packed`: names of params whose convolutions
-    read a pre-packed copy (anchors.pack_weight), passed after the params."""
+    read a pre-packed copy (anchors.pack_weight), passed after the params. `profile`:
+    the entry counts each step's cycles (see _ModuleBuilder.entry)."""
     mb = _ModuleBuilder(name, entry_name)
     steps = []
     for node, fn, operands in kernels_of(graph):
@@ -437,7 +472,7 @@ def emit_module(graph, name, entry_name, plan, output_slot, packed=()):
         hit = plan.buffer_of(node)
         return None if hit is None else hit[0]
 
-    mb.entry(graph, steps, buffer_of, output_slot, packed)
+    mb.entry(graph, steps, buffer_of, output_slot, packed, profile)
     return _link_math(U.finish_loop_ids(str(mb.module))), len(mb.kernel_names), mb.scratch_floats
 
 

@@ -131,6 +131,12 @@ define void @lucid_set_num_threads(i32 %n) {{
   ret void
 }}
 
+; the time-stamp counter: lucid.codegen.profile converts profiled programs' cycles with it
+define i64 @lucid_cycles() {{
+  %c = call i64 @llvm.readcyclecounter()
+  ret i64 %c
+}}
+
 define i32 @lucid_get_num_threads() {{
   %v = load atomic i32, ptr @nthreads monotonic, align 4
   ret i32 %v
@@ -397,6 +403,7 @@ def _bind(module):
     """Called by llvm.py once the runtime module is in the engine."""
     _fns["set"] = module.cfunc("lucid_set_num_threads", None, ctypes.c_int32)
     _fns["get"] = module.cfunc("lucid_get_num_threads", ctypes.c_int32)
+    _fns["cycles"] = module.cfunc("lucid_cycles", ctypes.c_int64)
     module.cfunc("lucid_runtime_init", None, ctypes.c_int32)(max(1, os.cpu_count() or 1))
     after_fork = module.cfunc("lucid_runtime_after_fork", None)
     _fns["after_fork"] = after_fork
@@ -450,6 +457,21 @@ def set_num_threads(n):
     n = _check_count(n, "set_num_threads(n): n")
     _configured.append(True)
     _runtime()["set"](n)
+
+
+def cycles_per_second():
+    """The rate of the time-stamp counter that profiled programs count in (measured once
+    against time.perf_counter over 50 ms: the counter runs at a constant rate on CPUs
+    with an invariant TSC, whatever the core's clock does)."""
+    if "hz" not in _fns:
+        import time
+
+        cycles = _runtime()["cycles"]
+        c0, t0 = cycles(), time.perf_counter()
+        time.sleep(0.05)
+        c1, t1 = cycles(), time.perf_counter()
+        _fns["hz"] = (c1 - c0) / (t1 - t0)
+    return _fns["hz"]
 
 
 def get_num_threads():
