@@ -381,7 +381,7 @@ def _images_fn(mb, name, head, tile, n_img, per_image, one_image):
 CLAIMS = 32  # rows of a parallel gather are claimed in about this many pieces
 
 
-def _rows_fn(mb, name, rows, cost, emit_row):
+def _rows_fn(mb, name, rows, cost, emit_row, streaming=False):
     """@name(float* p0, float* p1, ...) running `emit_row(builder, row, pointers)` for every
     row in [0, rows), split over the thread pool when the work (`cost` elements) is big.
 
@@ -402,6 +402,8 @@ def _rows_fn(mb, name, rows, cost, emit_row):
     with U.claims(b, counter, U.i64(grain), U.i64(rows)) as (start, stop, _):
         with U.loop(b, stop, start=start, name="row") as r:
             emit_row(b, r, ptrs)
+    if streaming:
+        U.stream_fence(b)
     b.ret_void()
     fn = ir.Function(module, ir.FunctionType(U.VOID, [fptr] * arity), name)
     fn.linkage = "internal"
@@ -510,9 +512,9 @@ def _im2col(mb, name, head):
         with U.loop(b, U.i64(npan), name="pan") as p:
             v = b.load(b.gep(src, [p], inbounds=True), align=64)
             d = b.bitcast(b.gep(dst, [b.mul(p, b.mul(kc, U.i64(NR)))], inbounds=True), panel_t.as_pointer())
-            b.store(v, d, align=64)
+            U.stream_store(b, v, d, 64)
 
-    return _rows_fn(mb, f"{name}.im2col", rows, rows * oh * ow, row)
+    return _rows_fn(mb, f"{name}.im2col", rows, rows * oh * ow, row, streaming=True)
 
 
 def _weight_grad(mb, b, name, sgemm, head, leaves, outp, scratch, tile):

@@ -103,7 +103,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..errors import CompileError, DTypeError, ShapeError
-from .irutil import claims
+from .irutil import claims, stream_fence, stream_store
 
 MR, NR = 6, 16
 KC, MC, NC = 256, 144, 4080
@@ -373,6 +373,11 @@ def _transpose_6x8(b, vs):
     w = cat(cat(cat(vs[0], vs[1]), cat(vs[2], vs[3])), pad(cat(vs[4], vs[5]), 32))  # 64 lanes, 48 used
     order = [i * VW + k for k in range(VW) for i in range(MR)]
     return b.shuffle_vector(w, ir.Constant(w.type, ir.Undefined), ir.Constant(ir.VectorType(I32, MR * VW), order))
+
+
+def _vstream(b, value, ptr, offset):
+    """_vstore of a packed panel's half line, bypassing the caches (irutil.stream_store)."""
+    stream_store(b, value, b.bitcast(b.gep(ptr, [_i64(offset)], inbounds=True), V8P), 32)
 
 
 def _vstore48(b, value, ptr):
@@ -654,11 +659,11 @@ class _Gen:
                                 for l in range(VW):
                                     x = b.load(b.gep(rows[h * VW + l], [k], inbounds=True), align=4)
                                     v = b.insert_element(v, x, ir.Constant(I32, l))
-                                _vstore(b, v, d, h * VW, 32)
+                                _vstream(b, v, d, h * VW)
                         else:
                             srow = b.gep(src, [b.mul(k, ks)], inbounds=True)
                             for h in range(2):
-                                _vstore(b, _vload(b, srow, h * VW, 4), d, h * VW, 32)
+                                _vstream(b, _vload(b, srow, h * VW, 4), d, h * VW)
                 with edge:
                     zero = ir.Constant(V8, [0.0] * VW)
                     with _Loop(b, _i64(0), kc, name="kz") as k:
@@ -669,6 +674,7 @@ class _Gen:
                         with _Loop(b, _i64(0), ncols, name="j") as j:
                             b.store(b.load(b.gep(srow, [b.mul(j, js)], inbounds=True), align=4),
                                     b.gep(d, [j], inbounds=True), align=4)
+        stream_fence(b)
         b.ret_void()
 
     def _pack_a(self, b, dst, src, lda, mc, kc):
