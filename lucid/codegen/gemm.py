@@ -63,7 +63,11 @@ per thread) by the threads (each thread packs its own A rows), or, when C has to
 panels for an even split (fewer than 4 per thread, and fewer than its column panels), or
 when A fits one MC block and C has many column panels (16 per thread or more), over
 16-column panels (each thread then packs the few rows of A itself, so there is one claim
-per thread). A call that runs serially (nested in a parallel loop: `lucid_available_threads`
+per thread, and, A being one MC block, packs each B panel it computes into an L1 buffer
+just before its micro-kernels run: no packing pass, and no packed B written to memory and
+read back). The packing pass writes its panels with streaming stores (irutil.stream_store):
+on two cores, ordinary stores would first take each line of the buffer from the other
+core, which read it in the previous call. A call that runs serially (nested in a parallel loop: `lucid_available_threads`
 is then 1) makes one claim. The pool runs a nested
 call serially, so a gemm called from inside a parallel loop is simply single-threaded.
 `parallel=False` calls the same task functions directly over [0, n): such a module needs
@@ -414,9 +418,9 @@ class _Gen:
         self.epi_names = ["bias"] + [n for n, _ in self.epi.params]
         # ctx struct: base params, then the per-block state, then the epilogue params
         self.fields = [n for n, _ in _BASE_PARAMS[:-1]] \
-            + ["Bp", "jc", "nc", "pc", "kc", "by_rows", "units", "grain", "next", "whole", "apacked"] \
+            + ["Bp", "jc", "nc", "pc", "kc", "by_rows", "units", "grain", "next", "whole", "apacked", "bown"] \
             + self.epi_names
-        types = [t for _, t in _BASE_PARAMS[:-1]] + [F32P] + [I64] * 10 \
+        types = [t for _, t in _BASE_PARAMS[:-1]] + [F32P] + [I64] * 11 \
             + [F32P] + [t for _, t in self.epi.params]
         self.ctx_t = ir.LiteralStructType(types)
         self.fma = _declare(self.m, "llvm.fma.v8f32", V8, [V8, V8, V8])
@@ -647,35 +651,41 @@ class _Gen:
             ncols = _min(b, _i64(NR), b.sub(c["nc"], col0))
             dst = b.gep(base, [b.mul(col0, kc)], inbounds=True)
             src = b.gep(c["B"], [b.add(b.mul(pc, ks), b.mul(b.add(c["jc"], col0), js))], inbounds=True)
-            with b.if_else(b.icmp_signed("==", ncols, _i64(NR))) as (full, edge):
-                with full:
-                    if self.trans_b:  # 16 rows of B^T, each contiguous in k
-                        rows = [b.gep(src, [b.mul(_i64(j), js)], inbounds=True) for j in range(NR)]
-                    with _Loop(b, _i64(0), kc, name="k") as k:
-                        d = b.gep(dst, [b.mul(k, _i64(NR))], inbounds=True)
-                        if self.trans_b:
-                            for h in range(2):
-                                v = ir.Constant(V8, ir.Undefined)
-                                for l in range(VW):
-                                    x = b.load(b.gep(rows[h * VW + l], [k], inbounds=True), align=4)
-                                    v = b.insert_element(v, x, ir.Constant(I32, l))
-                                _vstream(b, v, d, h * VW)
-                        else:
-                            srow = b.gep(src, [b.mul(k, ks)], inbounds=True)
-                            for h in range(2):
-                                _vstream(b, _vload(b, srow, h * VW, 4), d, h * VW)
-                with edge:
-                    zero = ir.Constant(V8, [0.0] * VW)
-                    with _Loop(b, _i64(0), kc, name="kz") as k:
-                        srow = b.gep(src, [b.mul(k, ks)], inbounds=True)
-                        d = b.gep(dst, [b.mul(k, _i64(NR))], inbounds=True)
-                        for h in range(2):
-                            _vstore(b, zero, d, h * VW, 32)
-                        with _Loop(b, _i64(0), ncols, name="j") as j:
-                            b.store(b.load(b.gep(srow, [b.mul(j, js)], inbounds=True), align=4),
-                                    b.gep(d, [j], inbounds=True), align=4)
+            self._pack_b_panel(b, dst, src, ks, js, ncols, kc, streaming=True)
         stream_fence(b)
         b.ret_void()
+
+    def _pack_b_panel(self, b, dst, src, ks, js, ncols, kc, streaming):
+        """dst[k*16 + j] = src[k*ks + j*js] for k < kc, j < ncols (columns past ncols zero):
+        one 16-column panel. `streaming`: full panels bypass the caches (stream_store)."""
+        put = _vstream if streaming else (lambda bb, v, d, off: _vstore(bb, v, d, off, 32))
+        with b.if_else(b.icmp_signed("==", ncols, _i64(NR))) as (full, edge):
+            with full:
+                if self.trans_b:  # 16 rows of B^T, each contiguous in k
+                    rows = [b.gep(src, [b.mul(_i64(j), js)], inbounds=True) for j in range(NR)]
+                with _Loop(b, _i64(0), kc, name="k") as k:
+                    d = b.gep(dst, [b.mul(k, _i64(NR))], inbounds=True)
+                    if self.trans_b:
+                        for h in range(2):
+                            v = ir.Constant(V8, ir.Undefined)
+                            for l in range(VW):
+                                x = b.load(b.gep(rows[h * VW + l], [k], inbounds=True), align=4)
+                                v = b.insert_element(v, x, ir.Constant(I32, l))
+                            put(b, v, d, h * VW)
+                    else:
+                        srow = b.gep(src, [b.mul(k, ks)], inbounds=True)
+                        for h in range(2):
+                            put(b, _vload(b, srow, h * VW, 4), d, h * VW)
+            with edge:
+                zero = ir.Constant(V8, [0.0] * VW)
+                with _Loop(b, _i64(0), kc, name="kz") as k:
+                    srow = b.gep(src, [b.mul(k, ks)], inbounds=True)
+                    d = b.gep(dst, [b.mul(k, _i64(NR))], inbounds=True)
+                    for h in range(2):
+                        _vstore(b, zero, d, h * VW, 32)
+                    with _Loop(b, _i64(0), ncols, name="j") as j:
+                        b.store(b.load(b.gep(srow, [b.mul(j, js)], inbounds=True), align=4),
+                                b.gep(d, [j], inbounds=True), align=4)
 
     def _pack_a(self, b, dst, src, lda, mc, kc):
         """Ap[q*6*kc + k*6 + i] = A[6q + i, k] for the mc x kc block at src (zero rows past mc)."""
@@ -718,8 +728,13 @@ class _Gen:
         abuf = b.alloca(ir.ArrayType(F32, MC * KC + VW), name="abuf")  # + VW: kernel1 reads past
         abuf.align = ALIGN
         ap0 = b.bitcast(abuf, F32P)
-        c = self._ctx(b, a["ctx"], ["M", "K", "A", "lda", "C", "ldc", "Bp", "jc", "nc", "pc", "kc",
-                                    "by_rows", "units", "grain", "whole", "apacked"] + self.epi_names)
+        bbuf = b.alloca(ir.ArrayType(F32, KC * NR), name="bbuf")  # a B panel packed by this claim
+        bbuf.align = ALIGN
+        bp0 = b.bitcast(bbuf, F32P)
+        c = self._ctx(b, a["ctx"], ["M", "K", "A", "lda", "B", "ldb", "C", "ldc", "Bp", "jc", "nc", "pc", "kc",
+                                    "by_rows", "units", "grain", "whole", "apacked", "bown"] + self.epi_names)
+        bown = b.icmp_signed("!=", c["bown"], _i64(0))
+        bks, bjs = self._b_strides(c["ldb"])
         nextp = b.gep(b.bitcast(a["ctx"], self.ctx_t.as_pointer()),
                       [ir.Constant(I32, 0), ir.Constant(I32, self.fields.index("next"))], inbounds=True)
         by_rows = b.icmp_signed("!=", c["by_rows"], _i64(0))
@@ -760,7 +775,10 @@ class _Gen:
             with _Loop(b, p0, p1, name="jp") as jp:
                 jr = b.mul(jp, _i64(NR))
                 nr = _min(b, _i64(NR), b.sub(c["nc"], jr))
-                bpanel = b.gep(bblock, [b.mul(jr, kc)], inbounds=True)
+                with b.if_then(bown):  # split by columns: the claim packs its own panels
+                    bsrc = b.gep(c["B"], [b.add(b.mul(pc, bks), b.mul(b.add(c["jc"], jr), bjs))], inbounds=True)
+                    self._pack_b_panel(b, bp0, bsrc, bks, bjs, nr, kc, streaming=False)
+                bpanel = b.select(bown, bp0, b.gep(bblock, [b.mul(jr, kc)], inbounds=True))
                 col = b.add(c["jc"], jr)
                 with _Loop(b, _i64(0), mc, MR, name="ir") as ir_:
                     mr = _min(b, _i64(MR), b.sub(mc, ir_))
@@ -998,6 +1016,13 @@ class _Gen:
         wide = b.and_(b.icmp_signed("<=", M, _i64(MC)), b.icmp_signed(">=", npan_all, b.mul(claims, _i64(4))))
         by_rows = b.and_(by_rows, b.not_(wide))
         put("by_rows", b.zext(by_rows, I64))
+        # Split by columns, with A in one MC block, each B panel is read by one claim only:
+        # that claim packs it into an L1 buffer just before its micro-kernels run, instead
+        # of a parallel packing pass before them (a fork-join, and the packed B written
+        # to memory and read back; ResNet-50's 1x1 convolutions of 64-128 channels)
+        bown = b.and_(b.not_(by_rows), b.icmp_signed("<=", M, _i64(MC)))
+        bown = b.and_(bown, b.icmp_signed("==", a["bpacked"], _i64(0)))
+        put("bown", b.zext(bown, I64))
         # the packed-B buffer: claim the module's cached one, or allocate our own
         kcmax = _min(b, b.select(b.icmp_signed(">", K, _i64(0)), K, _i64(1)), _i64(KC))
         ncmax = b.mul(_ceil_div(b, _min(b, N, _i64(NC)), NR), _i64(NR))
@@ -1011,7 +1036,7 @@ class _Gen:
         whole = b.or_(whole, b.and_(bpacked, b.icmp_signed(">", K, _i64(0))))
         put("whole", b.zext(whole, I64))
         nbytes = b.select(whole, whole_bytes, b.mul(b.mul(kcmax, ncmax), _i64(4)))
-        nbytes = b.select(bpacked, _i64(ALIGN), nbytes)
+        nbytes = b.select(b.or_(bpacked, bown), _i64(ALIGN), nbytes)
         # the first free one of the module's B_BUFFERS cached buffers (gemms running at
         # once on several threads: a batch's images in parallel), else a fresh one
         have = b.append_basic_block("bbuf.have")
@@ -1069,7 +1094,7 @@ class _Gen:
                 with all_k:
                     put("pc", _i64(0))
                     put("kc", kcmax)
-                    with b.if_then(b.not_(bpacked)):
+                    with b.if_then(b.not_(b.or_(bpacked, bown))):
                         put("next", _i64(0))
                         self._run(b, pack_b, raw, b.mul(_ceil_div(b, K, KC), npan), par)
                     put("next", _i64(0))
@@ -1087,7 +1112,7 @@ class _Gen:
                     kc = b.select(b.icmp_signed("<", kc, _i64(0)), _i64(0), kc)
                     put("pc", pc)
                     put("kc", kc)
-                    with b.if_then(b.icmp_signed(">", kc, _i64(0))):
+                    with b.if_then(b.and_(b.icmp_signed(">", kc, _i64(0)), b.not_(bown))):
                         put("next", _i64(0))
                         self._run(b, pack_b, raw, npan, par)
                     put("next", _i64(0))

@@ -136,7 +136,10 @@ def test_strided_views(rng, threads, m):
 
 @pytest.mark.parametrize("trans_a", [False, True], ids=["A", "At"])
 @pytest.mark.parametrize("trans_b", [False, True], ids=["B", "Bt"])
-@pytest.mark.parametrize("shape", [(1, 33, 20), (5, 40, 300), (37, 45, 300), (70, 20, 9), (13, 1, 17)],
+# (20, 700, 300) and (40, 333, 600) split C by columns, each claim packing its own B
+# panels (a 13-column edge panel, K blocks with a short last one)
+@pytest.mark.parametrize("shape", [(1, 33, 20), (5, 40, 300), (37, 45, 300), (70, 20, 9), (13, 1, 17),
+                                   (20, 700, 300), (40, 333, 600)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_transposed_operands(rng, threads, trans_a, trans_b, shape):
     """Transposed views (x @ w.T, x.T @ g) run in place through the trans_a / trans_b kernels."""
