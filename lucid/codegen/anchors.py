@@ -387,11 +387,17 @@ def _rows_fn(mb, name, rows, cost, emit_row, streaming=False):
 
     Threads claim rows a piece at a time from a shared counter (as the gemm's tasks do)
     rather than taking fixed halves: a thread the OS preempts -- other processes on the
-    machine -- then delays the others by one piece, not by its whole share."""
+    machine -- then delays the others by one piece, not by its whole share.
+
+    `streaming`: the rows fill a buffer that a parallel pass reads next. When the rows are
+    split over threads, `emit_row(builder, row, pointers, True)` stores with streaming
+    stores (irutil.stream_store) and each task ends with a fence; when one thread writes
+    them all (a small job, or nested in the images of a batch run in parallel), it gets
+    False: that thread reads the buffer back itself, from its own cache."""
     module = mb.module
     fptr = U.F32.as_pointer()
     arity = getattr(emit_row, "arity", 2)
-    ctx_t = ir.LiteralStructType([ir.ArrayType(fptr, arity), U.I64])
+    ctx_t = ir.LiteralStructType([ir.ArrayType(fptr, arity), U.I64, U.I64])
     grain = max(1, -(-rows // CLAIMS))
     body = ir.Function(module, ir.FunctionType(U.VOID, [U.I8P, U.I64, U.I64]), f"{name}.rows")
     body.linkage = "internal"
@@ -399,11 +405,22 @@ def _rows_fn(mb, name, rows, cost, emit_row, streaming=False):
     ctx = b.bitcast(body.args[0], ctx_t.as_pointer())
     ptrs = [b.load(b.gep(ctx, [U.i64(0), ir.Constant(U.I32, 0), U.i64(k)])) for k in range(arity)]
     counter = b.gep(ctx, [U.i64(0), ir.Constant(U.I32, 1)])
-    with U.claims(b, counter, U.i64(grain), U.i64(rows)) as (start, stop, _):
-        with U.loop(b, stop, start=start, name="row") as r:
-            emit_row(b, r, ptrs)
+
+    def all_rows(*stream):
+        with U.claims(b, counter, U.i64(grain), U.i64(rows)) as (start, stop, _):
+            with U.loop(b, stop, start=start, name="row") as r:
+                emit_row(b, r, ptrs, *stream)
+
     if streaming:
-        U.stream_fence(b)
+        split = b.load(b.gep(ctx, [U.i64(0), ir.Constant(U.I32, 2)]))
+        with b.if_else(b.icmp_signed("!=", split, U.i64(0))) as (shared, alone):
+            with shared:
+                all_rows(True)
+                U.stream_fence(b)
+            with alone:
+                all_rows(False)
+    else:
+        all_rows()
     b.ret_void()
     fn = ir.Function(module, ir.FunctionType(U.VOID, [fptr] * arity), name)
     fn.linkage = "internal"
@@ -413,7 +430,14 @@ def _rows_fn(mb, name, rows, cost, emit_row, streaming=False):
         gb.store(fn.args[k], gb.gep(table, [U.i64(0), ir.Constant(U.I32, 0), U.i64(k)]))
     gb.store(U.i64(0), gb.gep(table, [U.i64(0), ir.Constant(U.I32, 1)]))
     raw = gb.bitcast(table, U.I8P)
-    if cost >= (1 << 14) and rows > 1:
+    parallel = cost >= (1 << 14) and rows > 1
+    if streaming:
+        split = U.i64(0)
+        if parallel:
+            threads = gb.call(U.intrinsic(module, "lucid_available_threads", U.I32, []), [])
+            split = gb.zext(gb.icmp_signed(">", threads, ir.Constant(U.I32, 1)), U.I64)
+        gb.store(split, gb.gep(table, [U.i64(0), ir.Constant(U.I32, 2)]))
+    if parallel:
         gb.call(mb.runtime_parallel_for(), [body, raw, U.i64(rows)])
     else:
         gb.call(body, [raw, U.i64(0), U.i64(rows)])
@@ -481,7 +505,7 @@ def _im2col(mb, name, head):
     panel_t = ir.VectorType(U.F32, NR)
 
     @_arity(2)
-    def row(b, r, ptrs):
+    def row(b, r, ptrs, stream):
         image, cols = ptrs
         E = Elemental(b, mb.module, {})
         ch, ky, kx = E.delinearize(r, (c, kh, kw))
@@ -512,7 +536,10 @@ def _im2col(mb, name, head):
         with U.loop(b, U.i64(npan), name="pan") as p:
             v = b.load(b.gep(src, [p], inbounds=True), align=64)
             d = b.bitcast(b.gep(dst, [b.mul(p, b.mul(kc, U.i64(NR)))], inbounds=True), panel_t.as_pointer())
-            U.stream_store(b, v, d, 64)
+            if stream:
+                U.stream_store(b, v, d, 64)
+            else:
+                b.store(v, d, align=64)
 
     return _rows_fn(mb, f"{name}.im2col", rows, rows * oh * ow, row, streaming=True)
 

@@ -65,9 +65,9 @@ when A fits one MC block and C has many column panels (16 per thread or more), o
 16-column panels (each thread then packs the few rows of A itself, so there is one claim
 per thread, and, A being one MC block, packs each B panel it computes into an L1 buffer
 just before its micro-kernels run: no packing pass, and no packed B written to memory and
-read back). The packing pass writes its panels with streaming stores (irutil.stream_store):
-on two cores, ordinary stores would first take each line of the buffer from the other
-core, which read it in the previous call. A call that runs serially (nested in a parallel loop: `lucid_available_threads`
+read back). The packing pass, when it runs on several threads, writes its panels with streaming
+stores (irutil.stream_store): on two cores, ordinary stores would first take each line of
+the buffer from the other core, which read it in the previous call. A call that runs serially (nested in a parallel loop: `lucid_available_threads`
 is then 1) makes one claim. The pool runs a nested
 call serially, so a gemm called from inside a parallel loop is simply single-threaded.
 `parallel=False` calls the same task functions directly over [0, n): such a module needs
@@ -418,9 +418,9 @@ class _Gen:
         self.epi_names = ["bias"] + [n for n, _ in self.epi.params]
         # ctx struct: base params, then the per-block state, then the epilogue params
         self.fields = [n for n, _ in _BASE_PARAMS[:-1]] \
-            + ["Bp", "jc", "nc", "pc", "kc", "by_rows", "units", "grain", "next", "whole", "apacked", "bown"] \
+            + ["Bp", "jc", "nc", "pc", "kc", "by_rows", "units", "grain", "next", "whole", "apacked", "bown", "stream"] \
             + self.epi_names
-        types = [t for _, t in _BASE_PARAMS[:-1]] + [F32P] + [I64] * 11 \
+        types = [t for _, t in _BASE_PARAMS[:-1]] + [F32P] + [I64] * 12 \
             + [F32P] + [t for _, t in self.epi.params]
         self.ctx_t = ir.LiteralStructType(types)
         self.fma = _declare(self.m, "llvm.fma.v8f32", V8, [V8, V8, V8])
@@ -631,7 +631,8 @@ class _Gen:
         block at pc starting at Bp + pc * (16 * panels)."""
         f, a = _fn(self.m, self.name + ".pack_b", (("ctx", I8P), ("begin", I64), ("end", I64)))
         b = ir.IRBuilder(f.append_basic_block("entry"))
-        c = self._ctx(b, a["ctx"], ["K", "B", "ldb", "Bp", "jc", "nc", "pc", "kc", "whole"])
+        c = self._ctx(b, a["ctx"], ["K", "B", "ldb", "Bp", "jc", "nc", "pc", "kc", "whole", "stream"])
+        stream = b.icmp_signed("!=", c["stream"], _i64(0))
         ks, js = self._b_strides(c["ldb"])
         whole = b.icmp_signed("!=", c["whole"], _i64(0))
         npan = _ceil_div(b, c["nc"], NR)
@@ -651,8 +652,13 @@ class _Gen:
             ncols = _min(b, _i64(NR), b.sub(c["nc"], col0))
             dst = b.gep(base, [b.mul(col0, kc)], inbounds=True)
             src = b.gep(c["B"], [b.add(b.mul(pc, ks), b.mul(b.add(c["jc"], col0), js))], inbounds=True)
-            self._pack_b_panel(b, dst, src, ks, js, ncols, kc, streaming=True)
-        stream_fence(b)
+            with b.if_else(stream) as (shared, alone):
+                with shared:
+                    self._pack_b_panel(b, dst, src, ks, js, ncols, kc, streaming=True)
+                with alone:
+                    self._pack_b_panel(b, dst, src, ks, js, ncols, kc, streaming=False)
+        with b.if_then(stream):
+            stream_fence(b)
         b.ret_void()
 
     def _pack_b_panel(self, b, dst, src, ks, js, ncols, kc, streaming):
@@ -1023,6 +1029,9 @@ class _Gen:
         bown = b.and_(b.not_(by_rows), b.icmp_signed("<=", M, _i64(MC)))
         bown = b.and_(bown, b.icmp_signed("==", a["bpacked"], _i64(0)))
         put("bown", b.zext(bown, I64))
+        # packed B goes around the caches when several threads pack it (irutil.stream_store);
+        # one thread that packs it reads it back from its own cache
+        put("stream", b.zext(b.and_(many, par), I64))
         # the packed-B buffer: claim the module's cached one, or allocate our own
         kcmax = _min(b, b.select(b.icmp_signed(">", K, _i64(0)), K, _i64(1)), _i64(KC))
         ncmax = b.mul(_ceil_div(b, _min(b, N, _i64(NC)), NR), _i64(NR))
