@@ -314,10 +314,11 @@ class CompiledFunction:
         every call has its usual effects (a training step updates its params)."""
         if self.backend != "native":
             raise LucidError(f"profile: needs the native backend, this function uses {self.backend!r}")
-        from .codegen.profile import profile_program
+        from .codegen.profile import check_runs, profile_program
         from .codegen.program import NativeProgram
         from .codegen.runtime import get_num_threads
 
+        check_runs(runs)
         self(*args)
         self(*args)
         build = self._cache.get(self._signature(args))

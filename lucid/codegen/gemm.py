@@ -65,11 +65,12 @@ when A fits one MC block and C has many column panels (16 per thread or more), o
 16-column panels (each thread then packs the few rows of A itself, so there is one claim
 per thread, and, A being one MC block, packs each B panel it computes into an L1 buffer
 just before its micro-kernels run: no packing pass, and no packed B written to memory and
-read back). The packing pass, when it runs on several threads, writes its panels with streaming
-stores (irutil.stream_store): on two cores, ordinary stores would first take each line of
-the buffer from the other core, which read it in the previous call. A call that runs serially (nested in a parallel loop: `lucid_available_threads`
-is then 1) makes one claim. The pool runs a nested
-call serially, so a gemm called from inside a parallel loop is simply single-threaded.
+read back). The packing pass, when it runs on several threads, writes its panels with
+streaming stores (irutil.stream_store): on two cores, ordinary stores would first take
+each line of the buffer from the other core, which read it in the previous call. A call
+that runs serially (nested in a parallel loop: `lucid_available_threads` is then 1) makes
+one claim. The pool runs a nested call serially, so a gemm called from inside a parallel
+loop is simply single-threaded.
 `parallel=False` calls the same task functions directly over [0, n): such a module needs
 no runtime at all.
 

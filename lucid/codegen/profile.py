@@ -82,14 +82,19 @@ class Profile:
         return f"<Profile: {self.total_ms:.3f} ms per run, {len(self.rows)} steps>"
 
 
+def check_runs(runs):
+    """Refuse a `runs` that is not a positive integer (before anything runs)."""
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise LucidError(f"profile: runs must be a positive integer, got {runs!r}")
+
+
 def profile_program(program, run, runs, threads):
     """Run `run()` (which calls `program`, a NativeProgram built with profile=True, on
     `threads` threads) `runs` times after one warm-up call; the Profile of those runs."""
     from .program import kernels_of
     from .runtime import cycles_per_second
 
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise LucidError(f"profile: runs must be a positive integer, got {runs!r}")
+    check_runs(runs)
     run()
     before = program.cycles()
     for _ in range(runs):

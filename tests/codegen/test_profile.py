@@ -121,8 +121,10 @@ def test_cycles_accumulate_per_step():
 
 def test_bad_use_raises():
     net, x = _setup()
+    cm = lucid.compile(net)
     with pytest.raises(LucidError, match="runs must be a positive integer"):
-        lucid.compile(net).profile(x, runs=0)
+        cm.profile(x, runs=0)
+    assert cm.builds == []  # refused before any call
     with pytest.raises(LucidError, match="runs must be a positive integer"):
         lucid.compile(net).profile(x, runs=True)
     with pytest.raises(LucidError, match="native backend"):
