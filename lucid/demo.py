@@ -175,6 +175,11 @@ def big_models(out):
     print(f"\n[resnet] resnet_50 ({r50.parameter_size:,} parameters), 1x3x224x224: compile + first run "
           f"{build:.1f} s; eager {eager_ms:.0f} ms, compiled {compiled_ms:.0f} ms "
           f"({eager_ms / compiled_ms:.1f}x, {4.09e9 * 2 / compiled_ms / 1e6:.1f} GFLOP/s); max |diff| {diff:.1e}")
+    prof = fast.profile(x, runs=3)
+    print(f"[profile] resnet_50, kernel times inside the native call ({prof.total_ms:.0f} ms per run), "
+          f"the three largest of {len(prof.by_kernel())} distinct kernels:")
+    for r in prof.by_kernel()[:3]:
+        print(f"          {r.ms:6.1f} ms {100 * r.share:4.1f}%  x{r.calls}  {r.kernel}")
 
     det = faster_rcnn_resnet_50_fpn(num_classes=21).eval()
     t0 = time.perf_counter()
