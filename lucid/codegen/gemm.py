@@ -108,7 +108,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ..errors import CompileError, DTypeError, ShapeError
-from .irutil import claims, stream_fence, stream_store
+from .irutil import claims, splat, stream_fence, stream_store
 
 MR, NR = 6, 16
 KC, MC, NC = 256, 144, 4080
@@ -344,14 +344,8 @@ def _ceil_div(b, x, d):
 
 
 def _splat(b, x):
-    v = b.insert_element(ir.Constant(V8, ir.Undefined), x, ir.Constant(I32, 0))
-    return b.shuffle_vector(v, ir.Constant(V8, ir.Undefined), ir.Constant(ir.VectorType(I32, VW), [0] * VW))
-
-
-def _splat_i64(b, x):
-    vt = ir.VectorType(I64, VW)
-    v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, VW), [0] * VW))
+    """VW copies of x (a float or an i64)."""
+    return splat(b, x, VW)
 
 
 def _vload(b, ptr, offset, align):
@@ -833,7 +827,7 @@ class _Gen:
         nfull = b.sdiv(w, _i64(VW))
         rem = b.srem(w, _i64(VW))
         tail = b.icmp_signed(">", rem, _i64(0))
-        mask = b.icmp_signed("<", ir.Constant(ir.VectorType(I64, VW), list(range(VW))), _splat_i64(b, rem))
+        mask = b.icmp_signed("<", ir.Constant(ir.VectorType(I64, VW), list(range(VW))), _splat(b, rem))
         mload = _declare(self.m, "llvm.masked.load.v8f32.p0", V8, [V8P, I32, mask.type, V8])
         mstore = _declare(self.m, "llvm.masked.store.v8f32.p0", VOID, [V8, V8P, I32, mask.type])
         zero = ir.Constant(V8, [0.0] * VW)

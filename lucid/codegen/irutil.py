@@ -137,6 +137,13 @@ def entry_alloca(b, typ, name="acc"):
     return slot
 
 
+def splat(b, x, lanes):
+    """A vector of `lanes` copies of the scalar x."""
+    vt = ir.VectorType(x.type, lanes)
+    v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
+    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+
+
 def stream_store(b, value, ptr, align):
     """A store that bypasses the caches (`!nontemporal`): for buffers written whole and
     read by a later parallel pass, such as patch matrices and packed panels.
