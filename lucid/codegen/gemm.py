@@ -353,9 +353,14 @@ def _vload(b, ptr, offset, align):
                                   inbounds=True), V8P), align=align)
 
 
-def _vstore(b, value, ptr, offset, align):
+def _vstore(b, value, ptr, offset, align, stream=False):
+    """`stream`: bypass the caches (irutil.stream_store)."""
     idx = [_i64(offset)] if isinstance(offset, int) else [offset]
-    b.store(value, b.bitcast(b.gep(ptr, idx, inbounds=True), V8P), align=align)
+    at = b.bitcast(b.gep(ptr, idx, inbounds=True), V8P)
+    if stream:
+        stream_store(b, value, at, align)
+    else:
+        b.store(value, at, align=align)
 
 
 def _transpose_6x8(b, vs):
@@ -372,11 +377,6 @@ def _transpose_6x8(b, vs):
     w = cat(cat(cat(vs[0], vs[1]), cat(vs[2], vs[3])), pad(cat(vs[4], vs[5]), 32))  # 64 lanes, 48 used
     order = [i * VW + k for k in range(VW) for i in range(MR)]
     return b.shuffle_vector(w, ir.Constant(w.type, ir.Undefined), ir.Constant(ir.VectorType(I32, MR * VW), order))
-
-
-def _vstream(b, value, ptr, offset):
-    """_vstore of a packed panel's half line, bypassing the caches (irutil.stream_store)."""
-    stream_store(b, value, b.bitcast(b.gep(ptr, [_i64(offset)], inbounds=True), V8P), 32)
 
 
 def _vstore48(b, value, ptr):
@@ -659,7 +659,6 @@ class _Gen:
     def _pack_b_panel(self, b, dst, src, ks, js, ncols, kc, streaming):
         """dst[k*16 + j] = src[k*ks + j*js] for k < kc, j < ncols (columns past ncols zero):
         one 16-column panel. `streaming`: full panels bypass the caches (stream_store)."""
-        put = _vstream if streaming else (lambda bb, v, d, off: _vstore(bb, v, d, off, 32))
         with b.if_else(b.icmp_signed("==", ncols, _i64(NR))) as (full, edge):
             with full:
                 if self.trans_b:  # 16 rows of B^T, each contiguous in k
@@ -672,11 +671,11 @@ class _Gen:
                             for l in range(VW):
                                 x = b.load(b.gep(rows[h * VW + l], [k], inbounds=True), align=4)
                                 v = b.insert_element(v, x, ir.Constant(I32, l))
-                            put(b, v, d, h * VW)
+                            _vstore(b, v, d, h * VW, 32, streaming)
                     else:
                         srow = b.gep(src, [b.mul(k, ks)], inbounds=True)
                         for h in range(2):
-                            put(b, _vload(b, srow, h * VW, 4), d, h * VW)
+                            _vstore(b, _vload(b, srow, h * VW, 4), d, h * VW, 32, streaming)
             with edge:
                 zero = ir.Constant(V8, [0.0] * VW)
                 with _Loop(b, _i64(0), kc, name="kz") as k:

@@ -107,4 +107,3 @@ def profile_program(program, run, runs, threads):
         ms = float(cycles[k]) * to_ms
         rows.append(Row(k, describe(fn), node.type.shape, 1, ms, ms / total if total > 0 else 0.0))
     return Profile(rows, total, runs, threads)
-

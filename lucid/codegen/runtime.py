@@ -55,6 +55,7 @@ SPIN_CYCLES = 1 << 18  # ~80 us at 3 GHz: covers the gap between consecutive ker
 
 _fns = {}  # native entry points of the loaded runtime, bound by llvm.py
 _configured = []  # non-empty once the thread count was set (from the environment or by hand)
+_cycle_rate = []  # the time-stamp counter's cycles per second, once measured
 
 
 def _pause(triple):
@@ -463,15 +464,15 @@ def cycles_per_second():
     """The rate of the time-stamp counter that profiled programs count in (measured once
     against time.perf_counter over 50 ms: the counter runs at a constant rate on CPUs
     with an invariant TSC, whatever the core's clock does)."""
-    if "hz" not in _fns:
+    if not _cycle_rate:
         import time
 
         cycles = _runtime()["cycles"]
         c0, t0 = cycles(), time.perf_counter()
         time.sleep(0.05)
         c1, t1 = cycles(), time.perf_counter()
-        _fns["hz"] = (c1 - c0) / (t1 - t0)
-    return _fns["hz"]
+        _cycle_rate.append((c1 - c0) / (t1 - t0))
+    return _cycle_rate[0]
 
 
 def get_num_threads():
